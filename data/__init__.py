@@ -1,0 +1,1 @@
+"""ZWFS dataset format: schema, HDF5 writer, readers (xarray, PyTorch, lab FITS frames)."""

@@ -1,0 +1,1 @@
+"""ZWFS reconstruction: analytic baseline, networks, shared vision blocks and losses."""

@@ -1,0 +1,1 @@
+"""ZWFS simulation: Zernike aberrations, the batched ZWFS optical model, its POPPY reference."""
