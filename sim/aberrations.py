@@ -1,0 +1,110 @@
+"""Random Zernike aberrations, deterministic per sample.
+
+Sample i of seed s (and stream, e.g. the split) draws from its own generator
+`numpy.random.default_rng([s, stream, i])`, so it is the same whatever the batch
+size, the device or the number of processes. Maps are rescaled so that the OPD
+RMS on the sampled pupil (piston removed) is exactly the drawn value.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+
+from sim.config import AberrationConfig
+from sim.zernike import radial_order
+
+__all__ = [
+    "draw_coefficients",
+    "opd_from_coefficients",
+    "pupil_rms",
+    "sample_opd",
+    "stream_id",
+]
+
+
+def stream_id(name: str) -> int:
+    """Stable integer for a stream name (e.g. the split) that enters every sample's seed."""
+    return zlib.crc32(name.encode())
+
+
+def _direction(rng: np.random.Generator, std: np.ndarray) -> np.ndarray:
+    v = rng.standard_normal(std.size) * std
+    return v / np.linalg.norm(v)
+
+
+def draw_coefficients(
+    cfg: AberrationConfig,
+    indices: np.ndarray,
+    seed: int,
+    stream: int = 0,
+    n_total: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients (B, M) [nm, before exact rescaling] and target RMS (B,) [nm].
+
+    indices: global sample indices; n_total: the dataset size (needed by "grid",
+    which spaces the RMS linearly over the samples).
+    """
+    modes = np.asarray(cfg.modes)
+    if cfg.distribution == "power_law":
+        std = np.array([radial_order(j) for j in modes], dtype=float) ** -cfg.power_law_index
+    else:
+        std = np.ones(modes.size)
+    coeffs = np.zeros((len(indices), modes.size))
+    rms = np.zeros(len(indices))
+    for row, i in enumerate(np.asarray(indices, dtype=np.int64)):
+        rng = np.random.default_rng([seed, stream, int(i)])
+        if cfg.distribution == "grid":
+            if n_total is None:
+                raise ValueError("the 'grid' distribution needs n_total (the dataset size)")
+            frac = i / max(n_total - 1, 1)
+            rms[row] = cfg.rms_min_nm + frac * (cfg.rms_max_nm - cfg.rms_min_nm)
+        else:
+            rms[row] = rng.uniform(cfg.rms_min_nm, cfg.rms_max_nm)
+        if cfg.distribution == "single_mode":
+            coeffs[row, modes == cfg.single_mode] = rms[row]
+        else:
+            coeffs[row] = rms[row] * _direction(rng, std)
+    return coeffs, rms
+
+
+def pupil_rms(opd: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMS (B,) of maps (B, H, W) over the boolean pupil mask, piston removed."""
+    values = opd[:, mask]  # (B, H, W) -> (B, P)
+    return values.std(dim=1, unbiased=False)
+
+
+def opd_from_coefficients(
+    coeffs: torch.Tensor, rms: torch.Tensor, basis: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """OPD maps (B, H, W) with RMS exactly `rms`, and the matching coefficients (B, M).
+
+    coeffs (B, M) and rms (B,) in nm; basis (M, H, W); mask (H, W) bool. The
+    returned coefficients are rescaled with the map, so opd = sum_j c_j Z_j holds.
+    Each map is its own float64 product, then cast to the input dtype: a sample's
+    map does not depend on the batch it is made in (a batched GEMM's rounding does).
+    """
+    dtype = coeffs.dtype
+    flat = basis.reshape(basis.shape[0], -1).to(torch.float64)  # (M, H*W)
+    c64 = coeffs.to(torch.float64)
+    opd = torch.stack([c @ flat for c in c64]).reshape(-1, *basis.shape[1:])  # (B, H, W)
+    current = pupil_rms(opd, mask)
+    rms64 = rms.to(torch.float64)
+    scale = torch.where(current > 0, rms64 / current.clamp_min(1e-300), torch.zeros_like(rms64))
+    return (opd * scale[:, None, None]).to(dtype), (c64 * scale[:, None]).to(dtype)
+
+
+def sample_opd(
+    aberration: AberrationConfig,
+    basis: torch.Tensor,
+    mask: torch.Tensor,
+    rms_nm: list[float],
+    seed: int = 0,
+) -> torch.Tensor:
+    """OPD maps (B, N, N) [nm], random directions of `seed`, with exactly the given RMS values."""
+    coeffs, _ = draw_coefficients(aberration, np.arange(len(rms_nm)), seed)
+    rms = torch.tensor(rms_nm, dtype=basis.dtype)
+    opd, _ = opd_from_coefficients(torch.as_tensor(coeffs, dtype=basis.dtype), rms, basis, mask)
+    return opd

@@ -1,0 +1,98 @@
+"""The Babinet focal-dot operator T(E) = IMFT(M * MFT(E)) in real arithmetic.
+
+Pupil and focal grids are symmetric about 0 and the dot is even, so the MFT
+matrix A = C - i S splits into an even cosine part C and an odd sine part S, and
+the focal sums over +u and -u fold into sums over u >= 0. With the real (M', N)
+matrix V = [C; S] over the focal samples u_k >= 0 (M' = M for M even):
+
+    T(E) = V^T (K * (V E V^T)) V,   K = footprint x MFT normalisation x fold weights
+
+where the factors -i (forward) and +i (inverse) of the sine parts cancel. T is real
+and linear, so the real and imaginary parts of a field go through it separately:
+half the arithmetic of the complex matrix products, and no complex dtype at all.
+`MatrixBabinet` is the plain complex form, kept as the cross-check.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["MatrixBabinet", "RealBabinet"]
+
+
+def _half_grid_weights(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the samples u >= 0 and their fold weight (2 off axis, 1 on it)."""
+    keep = np.flatnonzero(u >= -1e-12 * np.abs(u).max())
+    weight = np.where(np.abs(u[keep]) < 1e-12 * np.abs(u).max(), 1.0, 2.0)
+    return keep, weight
+
+
+class RealBabinet(torch.nn.Module):
+    """T for real maps (B, L, C, N, N): L wavelengths, C maps each (e.g. real, imaginary).
+
+    x: pupil pixel centres [D] (N,); u: focal sample centres [lambda0/D] (M,), symmetric;
+    ratio: lambda0 / lambda (L,); weights: the dot footprint times the MFT
+    normalisation (L, M, M), even in both axes.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        u: np.ndarray,
+        ratio: np.ndarray,
+        weights: np.ndarray,
+        dtype: torch.dtype,
+    ) -> None:
+        super().__init__()
+        keep, fold = _half_grid_weights(u)
+        arg = 2 * np.pi * ratio[:, None, None] * u[None, keep, None] * x[None, None, :]
+        v = np.concatenate((np.cos(arg), np.sin(arg)), axis=1)  # (L, 2 M', N)
+        w = weights[:, keep][:, :, keep] * fold[:, None] * fold[None, :]  # (L, M', M')
+        kernel = np.tile(w, (1, 2, 2))  # the same weights on the four parity blocks
+        self.register_buffer("v", torch.as_tensor(v[:, None], dtype=dtype))  # (L, 1, 2M', N)
+        self.register_buffer("v_t", self.v.transpose(-1, -2).contiguous())  # (L, 1, N, 2M')
+        self.register_buffer("kernel", torch.as_tensor(kernel[:, None], dtype=dtype))
+
+    def forward(self, maps: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+        """T applied to real maps (B, L, C, N, N) -> (B, L, C, N, N).
+
+        mix (L, C, C), optional: output channel c is sum_d mix[l, c, d] T(maps[:, l, d]),
+        applied in the small focal domain where it is cheap.
+        """
+        b, n_l, c, n, _ = maps.shape
+        m = self.v.shape[-2]
+        y = maps.reshape(b, n_l, c * n, n) @ self.v_t[:, 0]  # (B, L, C*N, N) -> (B, L, C*N, 2M')
+        focal = self.v @ y.reshape(b, n_l, c, n, m)  # -> (B, L, C, 2M', 2M'): parity blocks
+        focal = self.kernel * focal
+        if mix is not None:
+            focal = torch.einsum("lcd,bldij->blcij", mix, focal)
+        z = (focal.reshape(b, n_l, c * m, m) @ self.v[:, 0]).reshape(b, n_l, c, m, n)
+        return self.v_t @ z  # -> (B, L, C, N, N)
+
+
+class MatrixBabinet(torch.nn.Module):
+    """T by complex matrix products over the whole focal box: the plain form of `RealBabinet`."""
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        u: np.ndarray,
+        ratio: np.ndarray,
+        weights: np.ndarray,
+        dtype: torch.dtype,
+    ) -> None:
+        super().__init__()
+        cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        mft = np.exp(-2j * np.pi * ratio[:, None, None] * u[None, :, None] * x[None, None, :])
+        self.register_buffer("mft", torch.as_tensor(mft[:, None], dtype=cdtype))  # (L, 1, M, N)
+        self.register_buffer("kernel", torch.as_tensor(weights[:, None], dtype=cdtype))
+
+    def forward(self, maps: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+        """T applied to real maps (B, L, C, N, N) -> (B, L, C, N, N); mix as `RealBabinet`."""
+        z = maps.to(self.mft.dtype)
+        focal = self.mft @ z @ self.mft.transpose(-1, -2)  # (B, L, C, N, N) -> (B, L, C, M, M)
+        back = (self.mft.mH @ (self.kernel * focal) @ self.mft.conj()).real  # -> (..., N, N)
+        if mix is not None:
+            back = torch.einsum("lcd,bldij->blcij", mix, back)
+        return back  # T is real on a symmetric grid

@@ -1,0 +1,193 @@
+"""`sim bench`: the batched engine against POPPY (and hcipy) on the same wavefronts.
+
+Every peer runs with the same thread count (default 1), so samples per second per
+core compare directly; a sample is one wavefront at every configured wavelength.
+Accuracy is each peer's largest error against a converged reference (q = 256),
+relative to the peak intensity, on the first few wavefronts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from sim.aberrations import sample_opd
+from sim.check import converged_config
+from sim.config import SimConfig
+from sim.mask import dot_phase_rad
+from sim.poppy_ref import PoppyZWFS
+from sim.zwfs import ZWFSModel
+
+__all__ = ["BenchRow", "run_bench"]
+
+
+@dataclass
+class BenchRow:
+    """Throughput and accuracy of one peer."""
+
+    peer: str
+    samples: int
+    seconds: float
+    samples_per_s_per_core: float
+    ms_per_wavefront_wavelength: float
+    speedup_vs_poppy: float | None
+    max_err_vs_converged: float
+
+
+@contextlib.contextmanager
+def limited_threads(n: int) -> Iterator[None]:
+    """Limit torch, BLAS (threadpoolctl) and numexpr to `n` threads inside the block."""
+    from threadpoolctl import threadpool_limits
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        import numexpr
+
+        old_ne = numexpr.set_num_threads(n)
+    except ImportError:
+        numexpr, old_ne = None, None
+    try:
+        with threadpool_limits(n):
+            yield
+    finally:
+        torch.set_num_threads(old)
+        if numexpr is not None:
+            numexpr.set_num_threads(old_ne)
+
+
+def _timed(run: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    out = run()
+    return out, time.perf_counter() - start
+
+
+def _engine_runner(cfg: SimConfig, opd: torch.Tensor, batch: int) -> Callable[[], np.ndarray]:
+    model = ZWFSModel(cfg)
+    opd32 = opd.to(model.real_dtype)
+
+    def run() -> np.ndarray:
+        with torch.inference_mode():
+            return torch.cat(
+                [model(opd32[i : i + batch]) for i in range(0, len(opd32), batch)]
+            ).numpy()
+
+    with torch.inference_mode():
+        model(opd32[:batch])  # warm-up: allocations, thread pools
+    return run
+
+
+def _poppy_runner(cfg: SimConfig, opd: torch.Tensor) -> Callable[[], np.ndarray]:
+    ref = PoppyZWFS(cfg)
+    maps = opd.double().numpy()
+
+    def run() -> np.ndarray:
+        return np.stack([np.stack([ref.intensity(m, w) for w in cfg.wavelengths_um]) for m in maps])
+
+    ref.intensity(maps[0], cfg.wavelengths_um[0])  # warm-up
+    return run
+
+
+def _hcipy_runner(cfg: SimConfig, opd: torch.Tensor) -> Callable[[], np.ndarray] | None:
+    """hcipy's ZWFS optics, one per wavelength so that the dot phase is chromatic."""
+    try:
+        import hcipy
+    except ImportError:
+        return None
+    npix, diam = cfg.pupil.npix, cfg.pupil.diameter_m
+    grid = hcipy.make_pupil_grid(npix, diam)
+    model = ZWFSModel(cfg)
+    amplitude = model.amplitude.double().numpy()  # the same grey pupil, clear-pupil normalised
+    dot_samples = round(cfg.mask.diameter_lambda0_d * cfg.focal.samples_per_lambda0_d)
+    optics = [
+        hcipy.ZernikeWavefrontSensorOptics(
+            grid,
+            phase_step=theta,
+            phase_dot_diameter=cfg.mask.diameter_lambda0_d,
+            num_pix=dot_samples,
+            pupil_diameter=diam,
+            reference_wavelength=cfg.mask.lambda0_um * 1e-6,
+        )
+        for theta in dot_phase_rad(cfg.wavelengths_um, cfg.mask)
+    ]
+    maps = opd.double().numpy()
+
+    def one(m: np.ndarray) -> np.ndarray:
+        frames = []
+        for w_um, zwfs in zip(cfg.wavelengths_um, optics, strict=True):
+            phase = 2 * np.pi * m / (w_um * 1e3)
+            field = hcipy.Field((amplitude * np.exp(1j * phase)).ravel(), grid)
+            out = zwfs.forward(hcipy.Wavefront(field, w_um * 1e-6))
+            frames.append(np.asarray(out.intensity).reshape(npix, npix))
+        return np.stack(frames)
+
+    def run() -> np.ndarray:
+        return np.stack([one(m) for m in maps])
+
+    one(maps[0])  # warm-up
+    return run
+
+
+def run_bench(
+    cfg: SimConfig,
+    n_engine: int = 256,
+    n_reference: int = 8,
+    batch: int = 32,
+    threads: int = 1,
+    n_accuracy: int = 4,
+    seed: int = 0,
+) -> tuple[list[BenchRow], dict]:
+    """Time the engine, POPPY and hcipy (if installed) on the same wavefronts."""
+    n_accuracy = min(n_accuracy, n_reference, n_engine)
+    model = ZWFSModel(cfg)
+    rms = list(np.linspace(cfg.aberration.rms_min_nm, cfg.aberration.rms_max_nm, n_engine))
+    opd = sample_opd(cfg.aberration, model.basis().double(), model.mask, rms, seed)
+    with torch.inference_mode():
+        truth = ZWFSModel(converged_config(cfg))(opd[:n_accuracy]).numpy()
+    n_lambda = len(cfg.wavelengths_um)
+    results: dict[str, tuple[int, float, np.ndarray]] = {}
+    with limited_threads(threads):
+        runners = {
+            "engine": (_engine_runner(cfg, opd, batch), n_engine),
+            "poppy": (_poppy_runner(cfg, opd[:n_reference]), n_reference),
+        }
+        hc = _hcipy_runner(cfg, opd[:n_reference])
+        if hc is not None:
+            runners["hcipy"] = (hc, n_reference)
+        for name, (run, n) in runners.items():
+            out, seconds = _timed(run)
+            results[name] = (n, seconds, out)
+    poppy_rate = results["poppy"][0] / results["poppy"][1] / threads
+    rows = []
+    for name, (n, seconds, out) in results.items():
+        rate = n / seconds / threads
+        err = np.abs(out[:n_accuracy] - truth) / truth.max(axis=(-2, -1), keepdims=True)
+        rows.append(
+            BenchRow(
+                peer=name,
+                samples=n,
+                seconds=seconds,
+                samples_per_s_per_core=rate,
+                ms_per_wavefront_wavelength=seconds / (n * n_lambda) * 1e3 * threads,
+                speedup_vs_poppy=rate / poppy_rate,
+                max_err_vs_converged=float(err.max()),
+            )
+        )
+    meta = {
+        "npix": cfg.pupil.npix,
+        "wavelengths_um": cfg.wavelengths_um,
+        "precision": cfg.precision,
+        "focal_samples_per_lambda0_d": cfg.focal.samples_per_lambda0_d,
+        "threads": threads,
+        "batch": batch,
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "rows": [asdict(r) for r in rows],
+    }
+    return rows, meta

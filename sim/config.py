@@ -1,0 +1,226 @@
+"""Validated configuration of the simulated ZWFS system (every number of DESIGN's table).
+
+Lengths carry their unit in the field name (`_m`, `_um`, `_nm`); YAML files in
+`configs/sim/` hold the defaults. A wrong value raises `ConfigError` with one line
+that names the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "AberrationConfig",
+    "ConfigError",
+    "DetectorConfig",
+    "FocalConfig",
+    "MaskConfig",
+    "PupilConfig",
+    "SimConfig",
+    "load_sim_config",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "sim"
+WAVELENGTH_RANGE_UM = (0.3, 3.0)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message is one line naming the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PupilConfig(_Strict):
+    """Circular, unobstructed pupil; the array width equals the pupil diameter."""
+
+    diameter_m: float = Field(6.0, gt=0, description="pupil diameter [m]")
+    npix: int = Field(128, ge=8, le=2048, description="pixels across the pupil")
+
+
+class AberrationConfig(_Strict):
+    """Zernike OPD: which Noll modes and how large (nm RMS over the pupil)."""
+
+    noll_min: int = Field(2, ge=1, description="first Noll index (2 excludes piston)")
+    noll_max: int = Field(36, ge=1, le=1000, description="last Noll index")
+    distribution: Literal["uniform", "power_law", "single_mode", "grid"] = "uniform"
+    rms_min_nm: float = Field(0.0, ge=0, description="smallest OPD RMS [nm]")
+    rms_max_nm: float = Field(500.0, gt=0, le=1e5, description="largest OPD RMS [nm]")
+    power_law_index: float = Field(
+        2.0, ge=0, description="power_law: mode std scales as (radial order)^-index"
+    )
+    single_mode: int = Field(4, ge=1, description="single_mode: the Noll index used")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AberrationConfig:
+        if self.noll_max < self.noll_min:
+            raise ValueError(
+                f"aberration.noll_max ({self.noll_max}) must be >= noll_min ({self.noll_min})"
+            )
+        if self.rms_max_nm < self.rms_min_nm:
+            raise ValueError(
+                f"aberration.rms_max_nm ({self.rms_max_nm}) must be >= "
+                f"rms_min_nm ({self.rms_min_nm})"
+            )
+        if self.distribution == "single_mode" and not (
+            self.noll_min <= self.single_mode <= self.noll_max
+        ):
+            raise ValueError(
+                f"aberration.single_mode ({self.single_mode}) must lie in "
+                f"[noll_min, noll_max] = [{self.noll_min}, {self.noll_max}]"
+            )
+        return self
+
+    @property
+    def modes(self) -> list[int]:
+        """Noll indices of the basis, in order."""
+        return list(range(self.noll_min, self.noll_max + 1))
+
+
+class MaskConfig(_Strict):
+    """Focal-plane phase dot (diameter in lambda0/D, depth as OPD in nm)."""
+
+    diameter_lambda0_d: float = Field(1.06, gt=0, le=20, description="dot diameter [lambda0/D]")
+    opd_depth_nm: float = Field(250.0, description="dot OPD depth [nm]: pi/2 at 1 um")
+    lambda0_um: float = Field(1.0, description="reference wavelength [um]")
+    substrate: Literal["achromatic_opd", "fused_silica"] = Field(
+        "achromatic_opd",
+        description="achromatic_opd: theta = 2 pi depth / lambda; fused_silica: "
+        "depth scaled by (n(lambda) - 1) / (n(lambda0) - 1)",
+    )
+
+    @model_validator(mode="after")
+    def _lambda0(self) -> MaskConfig:
+        lo, hi = WAVELENGTH_RANGE_UM
+        if not lo <= self.lambda0_um <= hi:
+            raise ValueError(f"mask.lambda0_um ({self.lambda0_um}) must lie in [{lo}, {hi}] um")
+        return self
+
+
+class FocalConfig(_Strict):
+    """Sampling of the small focal-plane box that holds the dot (Babinet MFT)."""
+
+    samples_per_lambda0_d: float = Field(32.0, ge=2, le=512, description="[samples/(lambda0/D)]")
+    box_samples: int | None = Field(
+        None, ge=4, description="samples across the focal box; None: just covers the dot"
+    )
+    antialias: bool = Field(True, description="grey (area-weighted) dot-edge samples")
+    antialias_subsamples: int = Field(16, ge=1, le=64, description="sub-samples per axis")
+
+
+class DetectorConfig(_Strict):
+    """Re-imaged pupil detector: binning and noise."""
+
+    binning: int = Field(1, ge=1, le=16, description="b x b pixel binning")
+    photons: float | None = Field(
+        None, gt=0, description="photons in the clear pupil per frame; None: no photon noise"
+    )
+    read_noise_e: float = Field(0.0, ge=0, description="Gaussian read noise [e- per pixel]")
+
+
+class SimConfig(_Strict):
+    """The whole simulated system; `configs/sim/paper.yaml` holds the paper's values."""
+
+    pupil: PupilConfig = PupilConfig()
+    aberration: AberrationConfig = AberrationConfig()
+    mask: MaskConfig = MaskConfig()
+    wavelengths_um: list[float] = Field(default_factory=lambda: [0.96, 0.98, 1.00, 1.20])
+    focal: FocalConfig = FocalConfig()
+    detector: DetectorConfig = DetectorConfig()
+    precision: Literal["complex64", "complex128"] = "complex64"
+    seed: int = Field(0, ge=0, description="base seed of the aberration draws")
+
+    @model_validator(mode="after")
+    def _consistency(self) -> SimConfig:
+        if not self.wavelengths_um:
+            raise ValueError("wavelengths_um must list at least one wavelength")
+        lo, hi = WAVELENGTH_RANGE_UM
+        bad = [w for w in self.wavelengths_um if not lo <= w <= hi]
+        if bad:
+            raise ValueError(f"wavelengths_um {bad} outside the allowed [{lo}, {hi}] um")
+        if self.pupil.npix % self.detector.binning:
+            raise ValueError(
+                f"pupil.npix ({self.pupil.npix}) must be a multiple of "
+                f"detector.binning ({self.detector.binning})"
+            )
+        box = self.focal_box_samples
+        needed = self.mask.diameter_lambda0_d * self.focal.samples_per_lambda0_d
+        if box < needed:
+            raise ValueError(
+                f"focal.box_samples ({box}) is smaller than the mask "
+                f"({needed:.1f} samples = {self.mask.diameter_lambda0_d} lambda0/D x "
+                f"{self.focal.samples_per_lambda0_d} samples per lambda0/D)"
+            )
+        return self
+
+    @property
+    def focal_box_samples(self) -> int:
+        """Samples across the focal box: the given value, or the dot plus one sample."""
+        if self.focal.box_samples is not None:
+            return self.focal.box_samples
+        dot = self.mask.diameter_lambda0_d * self.focal.samples_per_lambda0_d
+        return math.ceil(dot) + 2
+
+    @property
+    def wavelengths_m(self) -> list[float]:
+        """Wavelengths [m], in the order of the recurrent axis."""
+        return [w * 1e-6 for w in self.wavelengths_um]
+
+    @property
+    def pixel_scale_m(self) -> float:
+        """Pupil-plane pixel pitch [m] before binning."""
+        return self.pupil.diameter_m / self.pupil.npix
+
+    def with_overrides(self, **dotted: Any) -> SimConfig:
+        """Copy with fields replaced by dotted names, e.g. ``{"pupil.npix": 64}``; validated."""
+        data = self.model_dump()
+        for key, value in dotted.items():
+            node = data
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node[p]
+            if leaf not in node:
+                raise ConfigError(f"unknown config field '{key}'")
+            node[leaf] = value
+        return validate_sim_config(data)
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    where = f"{loc}: " if loc else ""
+    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"invalid sim config: {where}{msg}{extra}"
+
+
+def validate_sim_config(data: dict[str, Any]) -> SimConfig:
+    """Build a `SimConfig` from plain data; raise `ConfigError` with a one-line message."""
+    try:
+        return SimConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+def load_sim_config(name_or_path: str | Path = "paper") -> SimConfig:
+    """Load a YAML config by path, or by name from `configs/sim/` ("paper", "quick")."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"config file {path} does not parse as YAML: {err}".splitlines()[0]
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    return validate_sim_config(data)
