@@ -1,0 +1,124 @@
+"""Shared vision-block library: registries, layer factories, blocks, U-Net, complexity.
+
+Importing this package fills the block and model registries (and the loss registry, when
+`recon.losses` exists)::
+
+    from recon.nn import create_block, create_model, list_blocks
+    block = create_block("edgevit", 32, 64, window=4)
+    model = create_model("unet", in_ch=4, out_ch=1, block="elan", bottleneck="edgevit")
+"""
+
+from __future__ import annotations
+
+from recon.nn.registry import (
+    BLOCKS,
+    LOSSES,
+    MODELS,
+    Registry,
+    UnknownNameError,
+    create_block,
+    create_loss,
+    create_model,
+    get_block,
+    get_loss,
+    get_model,
+    list_blocks,
+    list_losses,
+    list_models,
+    register_block,
+    register_loss,
+    register_model,
+)
+
+# isort: split
+from recon.nn.blocks import (
+    AsymmetricBlock,
+    BottleneckBlock,
+    CSPStage,
+    DepthwiseSeparableBlock,
+    DilatedBlock,
+    DoubleConvBlock,
+    EdgeViTBlock,
+    EELANBlock,
+    ELANBlock,
+    PartialResidualBlock,
+    PoolFormerBlock,
+    RepConv,
+    ResidualBlock,
+    ShuffleBlock,
+    reparameterize_model,
+)
+from recon.nn.complexity import (
+    ModelComplexity,
+    count_flops,
+    count_parameters,
+    measure_latency,
+    measure_throughput,
+    profile_model,
+)
+from recon.nn.layers import ConvNormAct, LayerNorm2d, create_act, create_norm
+from recon.nn.timm_encoder import TimmEncoder, TimmUNet
+from recon.nn.unet import UNet, UNetDecoder, UNetEncoder, deep_supervision_loss
+
+__all__ = [
+    "BLOCKS",
+    "LOSSES",
+    "MODELS",
+    "AsymmetricBlock",
+    "BottleneckBlock",
+    "CSPStage",
+    "ConvNormAct",
+    "DepthwiseSeparableBlock",
+    "DilatedBlock",
+    "DoubleConvBlock",
+    "EELANBlock",
+    "ELANBlock",
+    "EdgeViTBlock",
+    "LayerNorm2d",
+    "ModelComplexity",
+    "PartialResidualBlock",
+    "PoolFormerBlock",
+    "Registry",
+    "RepConv",
+    "ResidualBlock",
+    "ShuffleBlock",
+    "TimmEncoder",
+    "TimmUNet",
+    "UNet",
+    "UNetDecoder",
+    "UNetEncoder",
+    "UnknownNameError",
+    "count_flops",
+    "count_parameters",
+    "create_act",
+    "create_block",
+    "create_loss",
+    "create_model",
+    "create_norm",
+    "deep_supervision_loss",
+    "get_block",
+    "get_loss",
+    "get_model",
+    "list_blocks",
+    "list_losses",
+    "list_models",
+    "measure_latency",
+    "measure_throughput",
+    "profile_model",
+    "register_block",
+    "register_loss",
+    "register_model",
+    "reparameterize_model",
+]
+
+
+def _import_losses() -> None:
+    """Register the losses of `recon.losses` when that package exists (it imports this one)."""
+    try:
+        import recon.losses  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "recon.losses":
+            raise
+
+
+_import_losses()
