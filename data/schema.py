@@ -1,0 +1,305 @@
+"""The dataset format: variables, dimensions, dtypes, units, root attributes, errors,
+and `create_layout`, which lays the tables out as an HDF5 file.
+
+One HDF5 file (netCDF4-compatible: dimension scales) per split. The tables below are
+the single source of truth that the writer, the readers and the tests all use.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import h5netcdf
+import h5py
+import numpy as np
+
+__all__ = [
+    "COORDINATES",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "PER_SAMPLE",
+    "REQUIRED_ATTRS",
+    "STATIC",
+    "VARIABLES",
+    "DatasetError",
+    "DatasetExistsError",
+    "DiskSpaceError",
+    "IncompleteDatasetError",
+    "OutputFolderError",
+    "ResumeError",
+    "SchemaError",
+    "VarSpec",
+    "create_layout",
+    "fingerprint",
+    "now_iso",
+    "package_versions",
+    "pixel_centres_m",
+    "root_attrs",
+    "storable_attr",
+]
+
+FORMAT_NAME = "zwfs-dataset"
+FORMAT_VERSION = 1
+TARGET_CHUNK_BYTES = 256 * 1024
+"""Per-sample variables hold k samples per chunk, k = max(1, this // bytes per sample)."""
+
+
+@dataclass(frozen=True)
+class VarSpec:
+    """One variable of the file: dimension names, numpy dtype, `units` and `long_name`."""
+
+    dims: tuple[str, ...]
+    dtype: str
+    units: str
+    long_name: str
+
+    @property
+    def per_sample(self) -> bool:
+        """True when the first dimension is `sample` (written batch by batch)."""
+        return bool(self.dims) and self.dims[0] == "sample"
+
+
+COORDINATES: dict[str, VarSpec] = {
+    "sample": VarSpec(("sample",), "int64", "1", "sample index"),
+    "wavelength": VarSpec(("wavelength",), "float64", "m", "wavelength"),
+    "mode": VarSpec(("mode",), "int32", "1", "Noll index j of the Zernike mode"),
+    "y": VarSpec(("y",), "float64", "m", "pupil-plane y of the pixel centre"),
+    "x": VarSpec(("x",), "float64", "m", "pupil-plane x of the pixel centre"),
+}
+
+VARIABLES: dict[str, VarSpec] = {
+    "intensity": VarSpec(
+        ("sample", "wavelength", "y", "x"),
+        "float32",
+        "1",
+        "intensity normalised by the mean clear-pupil intensity",
+    ),
+    "opd": VarSpec(
+        ("sample", "y", "x"), "float32", "nm", "optical path difference (0 outside the pupil)"
+    ),
+    "coefficients": VarSpec(
+        ("sample", "mode"), "float32", "nm", "Zernike coefficient (nm RMS per Noll mode)"
+    ),
+    "rms": VarSpec(("sample",), "float32", "nm", "OPD RMS over the pupil"),
+    "pupil": VarSpec(("y", "x"), "float32", "1", "pupil transmission"),
+    "reference_clear": VarSpec(
+        ("wavelength", "y", "x"),
+        "float32",
+        "1",
+        "clear pupil (no mask, no aberration), normalised intensity",
+    ),
+    "reference_zwfs": VarSpec(
+        ("wavelength", "y", "x"),
+        "float32",
+        "1",
+        "ZWFS with no aberration, normalised intensity",
+    ),
+}
+
+PER_SAMPLE: tuple[str, ...] = tuple(k for k, v in VARIABLES.items() if v.per_sample)
+STATIC: tuple[str, ...] = tuple(k for k, v in VARIABLES.items() if not v.per_sample)
+
+REQUIRED_ATTRS: dict[str, type] = {"config": str, "engine": str, "seed": int, "split": str}
+"""Root attributes the caller must give; the writer adds `versions` (when absent),
+`created`, `n_samples`, `n_complete`, `sample_offset`, `pixel_scale_m`, `fingerprint`,
+`format` and `format_version`."""
+
+
+class DatasetError(Exception):
+    """Base of every dataset error; `str(err)` is one line fit for a command line."""
+
+
+class DatasetExistsError(DatasetError):
+    """The final file (or a partial run of it) exists and would be overwritten."""
+
+
+class ResumeError(DatasetError):
+    """A partial file cannot be resumed (missing, corrupt, or a different run)."""
+
+
+class IncompleteDatasetError(DatasetError):
+    """The file holds fewer complete samples than planned."""
+
+
+class DiskSpaceError(DatasetError):
+    """Not enough free disk space for the planned file."""
+
+
+class OutputFolderError(DatasetError):
+    """The output folder cannot be created or written."""
+
+
+class SchemaError(DatasetError):
+    """A file does not follow the dataset schema."""
+
+
+def pixel_centres_m(npix: int, pixel_scale_m: float) -> np.ndarray:
+    """Pixel-centre coordinates [m] along one axis, symmetric about 0."""
+    return (np.arange(npix, dtype=np.float64) - (npix - 1) / 2.0) * float(pixel_scale_m)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that make and read the file (no imports)."""
+    out = {"python": sys.version.split()[0]}
+    for name in ("zwfs", "numpy", "h5py", "h5netcdf", "xarray", "torch", "poppy", "scipy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    out["hdf5"] = h5py.version.hdf5_version
+    return out
+
+
+def storable_attr(key: str, value: Any) -> str | int | float | bool:
+    """An attribute value as stored: mappings and lists become sorted JSON strings."""
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if not isinstance(value, str | int | float | bool):
+        raise ValueError(f"attrs[{key!r}] must be a str, number or JSON-able mapping")
+    return value
+
+
+def fingerprint(
+    attrs: Mapping[str, Any],
+    *,
+    n_samples: int,
+    sample_offset: int,
+    wavelengths_m: Sequence[float],
+    modes: Sequence[int],
+    npix: int,
+    pixel_scale_m: float,
+) -> str:
+    """SHA-256 (hex) of what decides the samples: config, seed, engine, split and layout.
+
+    Versions and creation time are left out, so a resumed run on upgraded packages
+    still matches; any other difference means the partial file belongs to another run.
+    """
+    missing = [k for k in REQUIRED_ATTRS if k not in attrs]
+    if missing:
+        raise ValueError(f"attrs is missing {missing}; required: {sorted(REQUIRED_ATTRS)}")
+    payload = {
+        **{k: storable_attr(k, attrs[k]) for k in REQUIRED_ATTRS},
+        "n_samples": int(n_samples),
+        "sample_offset": int(sample_offset),
+        "wavelengths_m": [float(w) for w in wavelengths_m],
+        "modes": [int(m) for m in modes],
+        "npix": int(npix),
+        "pixel_scale_m": float(pixel_scale_m),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601 to the second."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def root_attrs(
+    attrs: Mapping[str, Any], *, n_samples: int, sample_offset: int, pixel_scale_m: float, fp: str
+) -> dict[str, Any]:
+    """Validated root attributes: the caller's (config, engine, seed, split, ...) + the writer's."""
+    missing = [k for k in REQUIRED_ATTRS if k not in attrs]
+    if missing:
+        raise ValueError(f"attrs is missing {missing}; required: {sorted(REQUIRED_ATTRS)}")
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        out[key] = storable_attr(key, value)
+    if isinstance(out["seed"], bool) or not isinstance(out["seed"], int):
+        raise ValueError(f"attrs['seed'] must be an int, got {out['seed']!r}")
+    out.setdefault("versions", json.dumps(package_versions(), sort_keys=True))
+    out.update(
+        created=now_iso(),
+        n_samples=int(n_samples),
+        n_complete=0,
+        sample_offset=int(sample_offset),
+        pixel_scale_m=float(pixel_scale_m),
+        fingerprint=fp,
+        format=FORMAT_NAME,
+        format_version=FORMAT_VERSION,
+    )
+    for key in ("n_samples", "n_complete", "sample_offset", "seed", "format_version"):
+        out[key] = np.int64(out[key])
+    return out
+
+
+def _early_dcpl() -> h5py.h5p.PropDCID:
+    """Dataset-creation list: all chunks allocated at creation, fill values never written.
+
+    Allocation at creation freezes the chunk index, so later writes change raw bytes only;
+    not writing fill values keeps creation instant (the unwritten space is a sparse hole).
+    """
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
+
+
+def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    per_sample = itemsize * int(np.prod(shape[1:], dtype=np.int64))
+    k = max(1, min(shape[0], TARGET_CHUNK_BYTES // max(per_sample, 1)))
+    return (k, *shape[1:])
+
+
+def create_layout(
+    path: Path,
+    *,
+    n_samples: int,
+    sample_offset: int,
+    wavelengths_m: np.ndarray,
+    modes: np.ndarray,
+    npix: int,
+    pixel_scale_m: float,
+    attrs: Mapping[str, Any],
+    per_sample: bool = True,
+) -> None:
+    """Create the whole file (coordinates, allocated variables, attributes) and close it.
+
+    `per_sample=False` leaves out the per-sample variables (the shard combiner adds
+    them as virtual datasets).
+    """
+    sizes = {
+        "sample": n_samples,
+        "wavelength": len(wavelengths_m),
+        "mode": len(modes),
+        "y": npix,
+        "x": npix,
+    }
+    yx = pixel_centres_m(npix, pixel_scale_m)
+    coords = {
+        "sample": np.arange(sample_offset, sample_offset + n_samples),
+        "wavelength": wavelengths_m,
+        "mode": modes,
+        "y": yx,
+        "x": yx,
+    }
+    with h5netcdf.File(path, "w") as f:
+        f.dimensions = sizes
+        for name, spec in COORDINATES.items():
+            var = f.create_variable(name, spec.dims, data=coords[name].astype(spec.dtype))
+            var.attrs.update(units=spec.units, long_name=spec.long_name)
+        for name, spec in VARIABLES.items():
+            if spec.per_sample and not per_sample:
+                continue
+            shape = tuple(sizes[d] for d in spec.dims)
+            dtype = np.dtype(spec.dtype)
+            var = f.create_variable(
+                name,
+                spec.dims,
+                dtype=dtype,
+                chunks=_chunks(shape, dtype.itemsize) if spec.per_sample else None,
+                fillvalue=dtype.type(np.nan),
+                dcpl=_early_dcpl(),
+            )
+            var.attrs.update(units=spec.units, long_name=spec.long_name)
+        f.attrs.update(attrs)

@@ -1,0 +1,113 @@
+"""PyTorch `Dataset` over a dataset file: lazy h5py reads, one file handle per worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data.readers import attr_value, check_dataset_file, open_h5
+
+__all__ = ["WAVELENGTH_MATCH_UM", "ZWFSDataset"]
+
+WAVELENGTH_MATCH_UM = 1e-3
+"""Requested wavelengths match the file's within this [um]."""
+
+_REQUIRED = ("intensity", "opd", "coefficients", "rms", "pupil")
+
+
+class ZWFSDataset(Dataset):
+    """Samples `(intensity (L, H, W), opd (1, H, W) [nm])` as float32 tensors.
+
+    `wavelengths_um` picks (and orders) the wavelength channels by value; None keeps the
+    file's. With `return_coefficients=True` items are `(intensity, opd, coefficients (M,)
+    [nm RMS])`. The HDF5 file is opened lazily in each process (DataLoader workers
+    included) and never pickled.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        wavelengths_um: Sequence[float] | None = None,
+        return_coefficients: bool = False,
+    ) -> None:
+        self.path = Path(path).absolute()
+        self.return_coefficients = bool(return_coefficients)
+        with open_h5(self.path) as f:
+            check_dataset_file(f, required=_REQUIRED)
+            self.attrs: dict[str, Any] = {k: attr_value(v) for k, v in f.attrs.items()}
+            self._n = int(f["intensity"].shape[0])
+            self.npix = int(f["intensity"].shape[-1])
+            file_wl_m = np.asarray(f["wavelength"][:], dtype=np.float64)
+            self.modes = np.asarray(f["mode"][:], dtype=np.int64)
+            self.pupil = torch.from_numpy(np.asarray(f["pupil"][:], dtype=np.float32))
+        self._wl_index = self._select(file_wl_m, wavelengths_um)
+        self.wavelengths_m = file_wl_m[self._wl_index]
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    @staticmethod
+    def _select(file_wl_m: np.ndarray, wavelengths_um: Sequence[float] | None) -> np.ndarray:
+        """Indices into the file's wavelength axis, in the requested order."""
+        if wavelengths_um is None:
+            return np.arange(file_wl_m.size)
+        have_um = file_wl_m * 1e6
+        idx = []
+        for w in wavelengths_um:
+            hit = np.flatnonzero(np.abs(have_um - float(w)) <= WAVELENGTH_MATCH_UM)
+            if hit.size == 0:
+                avail = ", ".join(f"{x:.4g}" for x in have_um)
+                raise ValueError(f"wavelength {w} um is not in the dataset; available: {avail} um")
+            idx.append(int(hit[0]))
+        if not idx:
+            raise ValueError("wavelengths_um is empty; pass None for all wavelengths")
+        return np.asarray(idx)
+
+    def _handle(self) -> h5py.File:
+        """This process's read handle (reopened after a fork into a worker)."""
+        pid = os.getpid()
+        if self._file is None or self._pid != pid:
+            self._file = h5py.File(self.path, "r")
+            self._pid = pid
+        return self._file
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        i = int(index)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"sample {index} out of range [0, {self._n})")
+        f = self._handle()
+        intensity = f["intensity"][i][self._wl_index]  # (L_file, H, W) -> (L, H, W)
+        opd = f["opd"][i][None]  # (H, W) -> (1, H, W)
+        out = (torch.from_numpy(intensity), torch.from_numpy(opd))
+        if self.return_coefficients:
+            out = (*out, torch.from_numpy(f["coefficients"][i]))
+        return out
+
+    @property
+    def rms_nm(self) -> np.ndarray:
+        """True OPD RMS over the pupil of every sample (n,) [nm]."""
+        return np.asarray(self._handle()["rms"][:], dtype=np.float32)
+
+    def close(self) -> None:
+        """Close this process's file handle (reopened on the next access)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._pid = None
