@@ -13,6 +13,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from sim.mask import dot_phase_rad
 from sim.poppy_ref import PoppyZWFS
 from sim.zwfs import ZWFSModel
 
-__all__ = ["BenchRow", "run_bench"]
+__all__ = ["BenchRow", "run_bench", "run_generate_bench"]
 
 
 @dataclass
@@ -191,3 +192,58 @@ def run_bench(
         "rows": [asdict(r) for r in rows],
     }
     return rows, meta
+
+
+def _h5py_floor(arrays: dict[str, np.ndarray], path: Path, batch: int) -> float:
+    """Seconds to write the same per-sample arrays with plain h5py, batch by batch (the floor)."""
+    import h5py
+
+    start = time.perf_counter()
+    with h5py.File(path, "w") as f:
+        dsets = {k: f.create_dataset(k, shape=v.shape, dtype=v.dtype) for k, v in arrays.items()}
+        n = len(arrays["rms"])
+        for a in range(0, n, batch):
+            for k, v in arrays.items():
+                dsets[k][a : a + batch] = v[a : a + batch]
+    return time.perf_counter() - start
+
+
+def run_generate_bench(
+    cfg: SimConfig, n: int, folder: Path, batch: int = 64, device: str = "cpu", n_poppy: int = 2
+) -> dict:
+    """`sim generate` end to end against writing the same arrays with h5py alone."""
+    import h5py
+
+    from sim.generate import generate_dataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "bench_generate.h5"
+    start = time.perf_counter()
+    generate_dataset(cfg, target, n, batch_size=batch, device=device, overwrite=True)
+    t_generate = time.perf_counter() - start
+    with h5py.File(target, "r") as f:
+        arrays = {k: f[k][...] for k in ("intensity", "opd", "coefficients", "rms")}
+    size = target.stat().st_size
+    t_floor = _h5py_floor(arrays, folder / "bench_floor.h5", batch)
+    ref = PoppyZWFS(cfg)
+    maps = arrays["opd"][:n_poppy].astype(np.float64)
+    start = time.perf_counter()
+    for m in maps:
+        for w in cfg.wavelengths_um:
+            ref.intensity(m, w)
+    t_poppy_sample = (time.perf_counter() - start) / n_poppy
+    for p in (target, folder / "bench_floor.h5"):
+        p.unlink(missing_ok=True)
+    return {
+        "n": n,
+        "npix": cfg.pupil.npix,
+        "wavelengths_um": cfg.wavelengths_um,
+        "file_gb": size / 1e9,
+        "generate_s": t_generate,
+        "h5py_floor_s": t_floor,
+        "ratio_to_floor": t_generate / t_floor,
+        "samples_per_s": n / t_generate,
+        "poppy_projected_s": t_poppy_sample * n,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+    }

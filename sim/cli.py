@@ -1,4 +1,4 @@
-"""`sim` command line: check and benchmark the engine (generate, show: see their commands)."""
+"""`sim` command line: generate datasets, show them, check and benchmark the engine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sim.cliutil import console, one_line_errors, write_json_atomic
+from sim.cliutil import UserError, console, one_line_errors, write_json_atomic
 from sim.config import load_sim_config
 
 app = typer.Typer(
@@ -68,12 +68,23 @@ def bench(
     n_reference: Annotated[int, typer.Option(help="wavefronts for POPPY and hcipy")] = 8,
     batch: int = 32,
     threads: Annotated[int, typer.Option(help="threads for every peer")] = 1,
-    out: Annotated[Path, typer.Option(help="JSON output")] = Path("bench/sim_bench.json"),
+    out: Annotated[Path | None, typer.Option(help="JSON output [bench/sim_bench*.json]")] = None,
+    generate: Annotated[
+        bool, typer.Option("--generate", help="time `sim generate --n N` against h5py alone")
+    ] = False,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto (--generate)")] = "auto",
 ) -> None:
-    """Throughput per core of the engine, POPPY and hcipy on the same wavefronts."""
+    """Throughput per core of the engine, POPPY and hcipy on the same wavefronts.
+
+    With --generate: `sim generate` end to end (default n 8000) against the floor of
+    writing the same arrays with h5py alone, and the projected POPPY time.
+    """
     from sim.bench import run_bench
 
     cfg = load_sim_config(config)
+    if generate:
+        _bench_generate(cfg, n if n != 256 else 8000, batch, device, out)
+        return
     with console.status(f"timing {n} wavefronts (engine) and {n_reference} (references)..."):
         rows, meta = run_bench(
             cfg, n_engine=n, n_reference=n_reference, batch=batch, threads=threads
@@ -92,5 +103,151 @@ def bench(
             f"{r.max_err_vs_converged:.1e}",
         )  # fmt: skip
     console.print(table)
+    out = out or Path("bench/sim_bench.json")
     write_json_atomic(out, meta)
     console.print(f"wrote {out}")
+
+
+def _bench_generate(cfg, n: int, batch: int, device: str, out: Path | None) -> None:
+    from sim.bench import run_generate_bench
+    from sim.generate import resolve_device
+
+    with console.status(f"generating {n} samples, then writing them with h5py alone..."):
+        result = run_generate_bench(
+            cfg, n, Path("bench"), batch=max(batch, 64), device=resolve_device(device)
+        )
+    title = f"sim generate --n {n}: {cfg.pupil.npix} px, {len(cfg.wavelengths_um)} wavelengths"
+    table = Table(title=f"{title}, {result['file_gb']:.2f} GB")
+    for col in ("what", "seconds", "samples/s", "x floor"):
+        table.add_column(col, justify="right")
+    floor = result["h5py_floor_s"]
+    for name, key in (("sim generate", "generate_s"), ("h5py alone (floor)", "h5py_floor_s"),
+                      ("POPPY (projected)", "poppy_projected_s")):  # fmt: skip
+        t = result[key]
+        table.add_row(name, f"{t:.1f}", f"{n / t:,.0f}", f"{t / floor:.2f}")
+    console.print(table)
+    out = out or Path("bench/sim_bench_generate.json")
+    write_json_atomic(out, result)
+    console.print(f"wrote {out}")
+
+
+def _overrides(**given: object) -> dict:
+    """Dotted config overrides from the command-line options that were given."""
+    names = {
+        "npix": "pupil.npix",
+        "wavelengths": "wavelengths_um",
+        "rms_max": "aberration.rms_max_nm",
+        "photons": "detector.photons",
+        "read_noise": "detector.read_noise_e",
+    }
+    out = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key == "wavelengths":
+            try:
+                value = [float(v) for v in str(value).split(",")]
+            except ValueError:
+                raise UserError(
+                    f"--wavelengths must be comma-separated numbers in um: {value}"
+                ) from None
+        out[names[key]] = value
+    return out
+
+
+@app.command()
+@one_line_errors
+def generate(
+    n: Annotated[int, typer.Option("--n", help="number of samples")] = 8000,
+    split: Annotated[str, typer.Option(help="train | val | test (enters the seed)")] = "train",
+    out: Annotated[Path | None, typer.Option(help="output file [datasets/<split>.h5]")] = None,
+    config: ConfigOpt = "paper",
+    seed: Annotated[int | None, typer.Option(help="base seed [config's]")] = None,
+    npix: Annotated[int | None, typer.Option(help="pixels across the pupil")] = None,
+    wavelengths: Annotated[str | None, typer.Option(help="comma-separated, um")] = None,
+    rms_max: Annotated[float | None, typer.Option(help="largest OPD RMS [nm]")] = None,
+    photons: Annotated[float | None, typer.Option(help="photons in the clear pupil")] = None,
+    read_noise: Annotated[float | None, typer.Option(help="read noise [e-]")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="samples per batch")] = 64,
+    workers: Annotated[int, typer.Option(help="processes, one shard each")] = 1,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing file")] = False,
+    resume: Annotated[bool, typer.Option(help="finish an interrupted run")] = False,
+    fsync: Annotated[bool, typer.Option(help="make each batch durable against power loss")] = False,
+) -> None:
+    """Simulate a ZWFS dataset (HDF5 that xarray opens) from a config.
+
+    The file is written as <out>.part and renamed when complete; a run killed at any
+    moment continues with --resume to the same file an uninterrupted run writes.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from data.writer import estimate_size_bytes
+    from sim.generate import check_request, generate_dataset, resolve_device
+
+    cfg = load_sim_config(config)
+    changes = _overrides(
+        npix=npix, wavelengths=wavelengths, rms_max=rms_max, photons=photons, read_noise=read_noise
+    )
+    cfg = cfg.with_overrides(**changes) if changes else cfg
+    out = out or Path("datasets") / f"{split}.h5"
+    check_request(cfg, out, n, split, workers, batch_size, overwrite or resume)
+    resolve_device(device)
+    npix_det = cfg.pupil.npix // cfg.detector.binning
+    size_gb = (
+        estimate_size_bytes(n, len(cfg.wavelengths_um), npix_det, len(cfg.aberration.modes)) / 1e9
+    )
+    console.print(
+        f"{n} samples of '{split}', {cfg.pupil.npix} px, wavelengths {cfg.wavelengths_um} um, "
+        f"RMS {cfg.aberration.rms_min_nm:g}-{cfg.aberration.rms_max_nm:g} nm -> {out} "
+        f"(~{size_gb:.2f} GB)"
+    )
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("simulating", total=n, rate="")
+
+        def advance(k: int) -> None:
+            bar.advance(task, k)
+            speed = bar.tasks[task].speed
+            bar.update(task, rate=f"{speed:,.0f} samples/s" if speed else "")
+
+        path = generate_dataset(
+            cfg, out, n, split=split, seed=seed, batch_size=batch_size, device=device,
+            overwrite=overwrite, resume=resume, workers=workers, scheduler=scheduler,
+            progress=advance, fsync=fsync,
+        )  # fmt: skip
+    console.print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB)")
+
+
+@app.command()
+@one_line_errors
+def show(
+    path: Annotated[Path, typer.Argument(help="dataset file")],
+    out: Annotated[Path | None, typer.Option(help="PNG [<path>.png]")] = None,
+    examples: Annotated[int, typer.Option(help="samples to draw")] = 4,
+) -> None:
+    """Summary of a dataset and a PNG of a few samples and the RMS histogram."""
+    from sim.show import show_dataset
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no dataset at {path}")
+    png = out or path.with_suffix(".png")
+    summary = show_dataset(path, png, n_examples=examples)
+    table = Table(title=str(path), show_header=False)
+    for key, value in summary.items():
+        table.add_row(str(key), str(value))
+    console.print(table)
+    console.print(f"wrote {png}")

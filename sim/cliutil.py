@@ -26,13 +26,16 @@ class UserError(Exception):
 
 def one_line_errors(func: F) -> F:
     """Turn expected errors (bad input, bad files) into one red line and exit status 2."""
+    from data.schema import DatasetError
     from sim.config import ConfigError
+
+    expected = (UserError, ConfigError, DatasetError, FileNotFoundError, FileExistsError)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (UserError, ConfigError, FileNotFoundError, FileExistsError, PermissionError) as err:
+        except (*expected, PermissionError) as err:
             err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:

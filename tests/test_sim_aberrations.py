@@ -102,3 +102,18 @@ def test_noise_is_deterministic_per_sample_and_unbiased() -> None:
     assert abs(noisy.std() / expected_std - 1) < 0.05
     assert abs(noisy.mean() - 1) < 5 * expected_std / np.sqrt(noisy.size)
     assert add_noise(frames, np.arange(3), 0, 0, None, 0.0, 1024) is frames
+
+
+def test_dot_phase_is_pi_over_2_at_lambda0_and_scales_as_one_over_lambda() -> None:
+    from sim.config import MaskConfig
+    from sim.mask import dot_phase_rad, fused_silica_index
+
+    achromatic = dot_phase_rad([1.0, 1.2], MaskConfig())
+    np.testing.assert_allclose(achromatic, [np.pi / 2, np.pi / 2 / 1.2], rtol=1e-12)
+    glass = dot_phase_rad([1.0, 1.2], MaskConfig(substrate="fused_silica"))
+    assert glass[0] == pytest.approx(np.pi / 2, rel=1e-12)
+    # Malitson (1965): n = 1.4504 at 1.0 um, 1.4481 at 1.2 um (to 1e-4)
+    np.testing.assert_allclose(
+        fused_silica_index(np.array([1.0, 1.2])), [1.4504, 1.4481], atol=2e-4
+    )
+    assert glass[1] < achromatic[1]  # n - 1 falls with wavelength

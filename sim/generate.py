@@ -1,0 +1,330 @@
+"""`sim generate`: stream simulated batches into a dataset file, resumable and scalable.
+
+Sample i of a split depends only on (seed, split, i): its aberration comes from its
+own generator, its map from its own float64 product, its noise from its own
+generator, and batches start at multiples of the batch size, so a resumed run, a
+run split over processes (shards) or over a Dask cluster, writes the same samples.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.schema import DatasetError
+from data.shards import combine_shards, shard_path
+from data.writer import DatasetWriter, check_free_space, estimate_size_bytes
+from sim.aberrations import draw_coefficients, opd_from_coefficients, stream_id
+from sim.cliutil import UserError
+from sim.config import SimConfig
+from sim.detector import add_noise
+from sim.zwfs import ZWFSModel
+
+__all__ = [
+    "ENGINE_NAME",
+    "SPLITS",
+    "GenerateJob",
+    "check_request",
+    "generate_dataset",
+    "resolve_device",
+]
+
+ENGINE_NAME = "zwfs.sim.ZWFSModel (batched semi-analytic Babinet MFT, PyTorch)"
+SPLITS = ("train", "val", "test")
+ProgressFn = Callable[[int], None]
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; 'cuda' without a GPU is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but torch sees no CUDA device")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"--device must be cpu, cuda or auto, got '{device}'")
+    return device
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """One writer's share of a split: samples [start, stop) into `path`."""
+
+    cfg_json: str
+    path: str
+    n_total: int
+    start: int
+    stop: int
+    split: str
+    seed: int
+    batch_size: int
+    device: str
+    overwrite: bool
+    resume: bool
+    threads: int | None = None
+    fsync: bool = False
+
+    @property
+    def cfg_model(self) -> SimConfig:
+        """The simulation config (jobs carry it as JSON so they pickle to any process)."""
+        return SimConfig.model_validate_json(self.cfg_json)
+
+
+def _attrs(cfg: SimConfig, split: str, seed: int) -> dict:
+    return {
+        "config": cfg.model_dump_json(indent=1),
+        "engine": ENGINE_NAME,
+        "seed": int(seed),
+        "split": split,
+        "title": "ZWFS simulated dataset",
+    }
+
+
+def _batches(start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
+    """Batch ranges inside [start, stop) on the global grid of multiples of batch_size."""
+    edges = sorted({start, stop, *range((start // batch_size + 1) * batch_size, stop, batch_size)})
+    return list(itertools.pairwise(edges))
+
+
+def run_job(job: GenerateJob, progress: ProgressFn | None = None) -> str:
+    """Write (or finish) one file of samples [start, stop); returns its path."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    cfg = job.cfg_model
+    model = ZWFSModel(cfg, device=job.device)
+    basis, mask = model.basis(), model.mask
+    stream = stream_id(job.split)
+    with DatasetWriter(
+        job.path,
+        n_samples=job.stop - job.start,
+        sample_offset=job.start,
+        wavelengths_m=cfg.wavelengths_m,
+        modes=cfg.aberration.modes,
+        npix=cfg.pupil.npix // cfg.detector.binning,
+        pixel_scale_m=cfg.pixel_scale_m * cfg.detector.binning,
+        attrs=_attrs(cfg, job.split, job.seed),
+        overwrite=job.overwrite,
+        resume=job.resume,
+        durable=job.fsync,
+    ) as writer:
+        if progress:
+            progress(writer.n_complete)
+        if not writer.static_written:
+            with torch.inference_mode():
+                writer.write_static(
+                    pupil=_binned_pupil(model),
+                    reference_clear=model.reference_clear().float().cpu().numpy(),
+                    reference_zwfs=model.reference_zwfs().float().cpu().numpy(),
+                )
+        pupil_pixels = int(model.detector_mask.sum())
+        # One writer thread: HDF5 writes of batch k overlap the optics of batch k + 1.
+        with ThreadPoolExecutor(max_workers=1) as io:
+            pending: Future | None = None
+            for a, b in _batches(writer.next_sample, job.stop, job.batch_size):
+                arrays = _simulate_batch(model, basis, mask, job, stream, a, b, pupil_pixels)
+                if pending is not None:
+                    pending.result()  # at most one batch in flight: bounded memory
+                pending = io.submit(writer.write_batch, a, **arrays)
+                if progress:
+                    pending.add_done_callback(lambda _f, k=b - a: progress(k))
+            if pending is not None:
+                pending.result()
+        writer.finalize()
+    return job.path
+
+
+def _simulate_batch(
+    model: ZWFSModel,
+    basis: torch.Tensor,
+    mask: torch.Tensor,
+    job: GenerateJob,
+    stream: int,
+    a: int,
+    b: int,
+    pupil_pixels: int,
+) -> dict[str, np.ndarray]:
+    """Samples [a, b): aberrations, optics and noise, as float32 arrays for the writer."""
+    cfg = job.cfg_model
+    idx = np.arange(a, b)
+    coeffs, rms = draw_coefficients(cfg.aberration, idx, job.seed, stream, job.n_total)
+    device, dtype = model.pupil.device, model.real_dtype
+    with torch.inference_mode():
+        opd, coeffs_t = opd_from_coefficients(
+            torch.as_tensor(coeffs, dtype=dtype, device=device),
+            torch.as_tensor(rms, dtype=dtype, device=device),
+            basis,
+            mask,
+        )
+        intensity = model(opd).float().cpu().numpy()
+    photons, read_noise = cfg.detector.photons, cfg.detector.read_noise_e
+    intensity = add_noise(intensity, idx, job.seed, stream, photons, read_noise, pupil_pixels)
+    return {
+        "intensity": intensity.astype(np.float32, copy=False),
+        "opd": _detector_opd(opd, cfg.detector.binning),
+        "coefficients": coeffs_t.float().cpu().numpy(),
+        "rms": rms.astype(np.float32),
+    }
+
+
+def _binned_pupil(model: ZWFSModel) -> np.ndarray:
+    from sim.detector import bin_frames
+
+    return bin_frames(model.pupil, model.cfg.detector.binning).float().cpu().numpy()
+
+
+def _detector_opd(opd: torch.Tensor, binning: int) -> np.ndarray:
+    """OPD maps on the detector grid (binned like the frames), float32 nm."""
+    from sim.detector import bin_frames
+
+    return bin_frames(opd, binning).float().cpu().numpy()
+
+
+def check_request(
+    cfg: SimConfig,
+    out: Path,
+    n: int,
+    split: str,
+    workers: int = 1,
+    batch_size: int = 64,
+    overwrite: bool = False,
+) -> None:
+    """Refuse bad requests before anything is written (one-line `UserError`s)."""
+    if n <= 0:
+        raise UserError(f"--n must be a positive number of samples, got {n}")
+    if split not in SPLITS:
+        raise UserError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
+    if workers < 1 or workers > n:
+        raise UserError(f"--workers must lie in [1, n = {n}], got {workers}")
+    if out.suffix not in (".h5", ".hdf5", ".nc"):
+        raise UserError(f"output {out} should end in .h5 (HDF5, netCDF4-compatible)")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; use --overwrite to replace it")
+    npix = cfg.pupil.npix // cfg.detector.binning
+    needed = estimate_size_bytes(n, len(cfg.wavelengths_um), npix, len(cfg.aberration.modes))
+    try:
+        check_free_space(out, needed)
+    except DatasetError as err:
+        raise UserError(str(err)) from None
+
+
+def generate_dataset(
+    cfg: SimConfig,
+    out: Path,
+    n: int,
+    *,
+    split: str = "train",
+    seed: int | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    overwrite: bool = False,
+    resume: bool = False,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: ProgressFn | None = None,
+    fsync: bool = False,
+) -> Path:
+    """Simulate `n` samples of `split` into `out`; returns the path of the finished file.
+
+    workers > 1: one spawned process per shard (`<stem>.shard-00i-of-00k.h5`), then a
+    master file with virtual datasets over the shards. scheduler: the address of a Dask
+    distributed scheduler that runs the shard jobs instead of local processes. A killed
+    run resumes with `resume=True` in any case; `fsync` also makes every batch durable
+    against power loss (slower: each batch waits for the disk).
+    """
+    out = Path(out)
+    check_request(cfg, out, n, split, workers, batch_size, overwrite)
+    seed = cfg.seed if seed is None else seed
+    device = resolve_device(device)
+    common = dict(
+        cfg_json=cfg.model_dump_json(), n_total=n, split=split, seed=seed,
+        batch_size=batch_size, device=device, overwrite=overwrite, fsync=fsync,
+    )  # fmt: skip
+    try:
+        if workers == 1 and scheduler is None:
+            job = GenerateJob(path=str(out), start=0, stop=n, resume=resume, **common)
+            return Path(run_job(job, progress))
+        return _generate_sharded(out, n, workers, scheduler, resume, common, progress)
+    except DatasetError as err:
+        raise UserError(str(err)) from None
+
+
+def _shard_jobs(out: Path, n: int, workers: int, resume: bool, common: dict) -> list[GenerateJob]:
+    """Shards on batch boundaries, so each batch holds the samples of the single-process run."""
+    batch = common["batch_size"]
+    n_batches = -(-n // batch)
+    workers = min(workers, n_batches)
+    edges = [min(n, round(i * n_batches / workers) * batch) for i in range(workers + 1)]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    jobs = []
+    for i, (a, b) in enumerate(itertools.pairwise(edges)):
+        path = shard_path(out, i, workers)
+        done = path.exists() and resume  # a finished shard of an interrupted run
+        if done:
+            continue
+        part = Path(str(path) + ".part")
+        jobs.append(
+            GenerateJob(
+                path=str(path),
+                start=a,
+                stop=b,
+                resume=resume and part.exists(),
+                threads=threads,
+                **common,
+            )
+        )
+    return jobs, [shard_path(out, i, workers) for i in range(workers)]
+
+
+def _generate_sharded(
+    out: Path,
+    n: int,
+    workers: int,
+    scheduler: str | None,
+    resume: bool,
+    common: dict,
+    progress: ProgressFn | None,
+) -> Path:
+    jobs, paths = _shard_jobs(out, n, max(workers, 1), resume, common)
+    if scheduler is not None:
+        _run_on_dask(scheduler, jobs, progress)
+    else:
+        _run_on_processes(jobs, progress)
+    return combine_shards(paths, out, overwrite=common["overwrite"])
+
+
+def _run_on_processes(jobs: list[GenerateJob], progress: ProgressFn | None) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(
+        max_workers=len(jobs) or 1, mp_context=mp.get_context("spawn")
+    ) as pool:
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        for future in as_completed(futures):
+            future.result()
+            if progress:
+                job = futures[future]
+                progress(job.stop - job.start)
+
+
+def _run_on_dask(address: str, jobs: list[GenerateJob], progress: ProgressFn | None) -> None:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise UserError("--scheduler needs dask.distributed: pip install 'zwfs[dask]'") from None
+    with Client(address) as client:
+        futures = client.map(run_job, jobs, pure=False)
+        done = dict(zip(futures, jobs, strict=True))
+        for future in as_completed(futures):
+            future.result()
+            if progress:
+                job = done[future]
+                progress(job.stop - job.start)
