@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job on a small built-in default (64 px, CPU-friendly):
+# simulate train/val/test sets, look at them, check the engine against POPPY.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${QUICKSTART_DIR:-quickstart}
+mkdir -p "$out"
+sim generate --config quick --n 2000 --split train --out "$out/train.h5" --overwrite
+sim generate --config quick --n 400 --split val --out "$out/val.h5" --overwrite
+sim generate --config quick --n 600 --split test --out "$out/test.h5" --overwrite
+sim show "$out/train.h5" --out "$out/train.png"
+sim check --config quick --rms 0,100,500
+echo "quickstart: datasets and plots in $out/"
