@@ -91,3 +91,4 @@ def info(
     table.add_row("CPU latency (median, ms)", f"{cost.latency_ms:.2f}")
     table.add_row("throughput (samples/s)", f"{cost.throughput_per_s:.1f}")
     Console().print(table)
+import recon.cli_train  # noqa: E402, F401  (registers `recon train` and `recon bench`)

@@ -1,0 +1,102 @@
+"""Every registered model: shape, finite output, a gradient for every parameter; the GRU
+stepped frame by frame equals its unrolled forward; the normalising wrapper."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import recon.models  # noqa: F401  (registers phenn and gru)
+from recon.models import ReconModel, WavelengthGRUNet, build_model
+from recon.nn import create_model, list_models
+from recon.normalization import NormStats
+
+N_WL, NPIX, BATCH = 4, 32, 2  # 32 px: a multiple of 8, the deepest default U-Net's need
+
+
+def _assert_all_parameters_have_gradients(model: torch.nn.Module) -> None:
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, in_ch=N_WL, out_ch=1)
+    x = torch.randn(BATCH, N_WL, NPIX, NPIX)
+    y = model(x)
+    if isinstance(y, tuple):  # deep supervision returns (out, aux) in training mode
+        y = y[0]
+    assert y.shape == (BATCH, 1, NPIX, NPIX)
+    assert torch.isfinite(y).all()
+    (y * torch.randn_like(y)).sum().backward()
+    _assert_all_parameters_have_gradients(model)
+
+
+def test_phenn_and_gru_are_registered() -> None:
+    assert {"phenn", "gru"} <= set(list_models())
+
+
+def test_bidirectional_gru_gradients() -> None:
+    torch.manual_seed(0)
+    model = create_model("gru", in_ch=3, widths=(8, 16), bidirectional=True, separable=False)
+    y = model(torch.randn(2, 3, 16, 16))
+    assert y.shape == (2, 1, 16, 16)
+    (y * torch.randn_like(y)).sum().backward()
+    _assert_all_parameters_have_gradients(model)
+    with pytest.raises(ValueError, match="unidirectional"):
+        model.step(torch.randn(2, 1, 16, 16))
+
+
+@pytest.mark.parametrize("separable", [True, False])
+def test_gru_stepped_equals_unrolled(separable: bool) -> None:
+    torch.manual_seed(0)
+    model = WavelengthGRUNet(in_ch=N_WL, widths=(8, 16, 32), separable=separable).eval()
+    # BatchNorm statistics that are not the identity, so the test sees the encoder's norms
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(BATCH, N_WL, NPIX, NPIX)
+    with torch.no_grad():
+        unrolled = model(x)
+        state = None
+        for t in range(N_WL):
+            state = model.step(x[:, t : t + 1], state)  # one wavelength frame at a time
+        stepped = model.decode(state)
+        # the order of the wavelengths matters: the recurrence is not a symmetric pooling
+        reversed_order = model(x.flip(1))
+    torch.testing.assert_close(stepped, unrolled, rtol=1e-5, atol=1e-4)
+    assert (reversed_order - unrolled).abs().max() > 1e-3
+
+
+def test_opd_scale_sets_output_units() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 16, 16)
+    small = create_model("phenn", in_ch=2, widths=(8, 16), opd_scale_nm=1.0).eval()
+    big = create_model("phenn", in_ch=2, widths=(8, 16), opd_scale_nm=250.0).eval()
+    big.load_state_dict({**small.state_dict(), "opd_scale_nm": torch.tensor(250.0)})
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), 250.0 * small(x))
+
+
+@pytest.mark.parametrize("arch", ["phenn", "gru", "unet"])
+def test_recon_model_normalises_and_scales(arch: str) -> None:
+    torch.manual_seed(0)
+    stats = NormStats((1.0, 2.0), (0.5, 0.25), opd_scale_nm=123.0, n_samples=1)
+    model = build_model(arch, {"widths": [8, 16]}, 2, stats).eval()
+    assert isinstance(model, ReconModel)
+    assert model.opd_scale_nm == pytest.approx(123.0)
+    raw = torch.rand(3, 2, 16, 16)
+    with torch.no_grad():
+        direct = model.net(
+            (raw - torch.tensor([1.0, 2.0]).view(1, 2, 1, 1))
+            / torch.tensor([0.5, 0.25]).view(1, 2, 1, 1)
+        )
+        expected = direct * (1.0 if arch != "unet" else 123.0)
+        torch.testing.assert_close(model(raw), expected)
+    est = model.estimate(raw[0].numpy())  # (L, H, W) -> (H, W)
+    assert est.shape == (16, 16)
+    with pytest.raises(ValueError, match="expected intensities"):
+        model(torch.rand(1, 3, 16, 16))
