@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a small built-in default (64 px, CPU-friendly):
-# simulate train/val/test sets, look at them, check the engine against POPPY.
+# simulate train/val/test sets, look at them, check the engine against POPPY,
+# train the wavelength-recurrent GRU network on them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${QUICKSTART_DIR:-quickstart}
@@ -10,4 +11,5 @@ sim generate --config quick --n 400 --split val --out "$out/val.h5" --overwrite
 sim generate --config quick --n 600 --split test --out "$out/test.h5" --overwrite
 sim show "$out/train.h5" --out "$out/train.png"
 sim check --config quick --rms 0,100,500
-echo "quickstart: datasets and plots in $out/"
+recon train --arch gru --config quick --data "$out/train.h5" --val "$out/val.h5" --out "$out/runs"
+echo "quickstart: datasets, plots and the trained run in $out/"
