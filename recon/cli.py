@@ -91,4 +91,8 @@ def info(
     table.add_row("CPU latency (median, ms)", f"{cost.latency_ms:.2f}")
     table.add_row("throughput (samples/s)", f"{cost.throughput_per_s:.1f}")
     Console().print(table)
-import recon.cli_train  # noqa: E402, F401  (registers `recon train` and `recon bench`)
+
+# Commands defined in their own modules register themselves on `app`.
+import recon.cli_eval  # noqa: E402
+import recon.cli_export  # noqa: E402
+import recon.cli_train  # noqa: E402, F401
