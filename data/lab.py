@@ -5,7 +5,9 @@ Steps: subtract the dark; find the pupil in the clear-pupil frame (threshold at
 crop a square as wide as the pupil diameter around the centroid (the simulation's array
 width equals the pupil diameter); resample to `npix` (block average for an integer
 factor, else linear `scipy.ndimage.zoom`); divide each wavelength by the mean clear
-intensity inside the pupil (the simulation's normalisation).
+intensity inside the pupil (the simulation's normalisation). "Inside" is the
+simulation's own definition: transmission >= 0.5, i.e. a clear intensity of at least
+0.25 x the bright level, so lab and simulated frames are normalised over the same pixels.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from data.schema import DatasetError
+from sim.pupil import PUPIL_THRESHOLD
 
 __all__ = ["LabFrameError", "LabFrames", "load_lab_frames", "read_fits_image"]
 
@@ -161,7 +164,7 @@ def load_lab_frames(
     frames_c = _resample(_crop(frames, y0, x0, n), out)  # (..., L, n, n) -> (..., L, out, out)
     clear_c = _resample(_crop(clear, y0, x0, n), out)  # (L or 1, out, out)
     level = float(np.median(clear.mean(axis=0)[mask_raw]))
-    pupil = clear_c.mean(axis=0) > pupil_threshold * level
+    pupil = clear_c.mean(axis=0) >= PUPIL_THRESHOLD**2 * level  # transmission >= 0.5
     if pupil.sum() < 1:
         raise LabFrameError(f"no pupil left after resampling {cpath} to {out} px")
     clear_level = clear_c[:, pupil].mean(axis=1)  # (L or 1,)

@@ -95,4 +95,5 @@ def info(
 # Commands defined in their own modules register themselves on `app`.
 import recon.cli_eval  # noqa: E402
 import recon.cli_export  # noqa: E402
+import recon.cli_predict  # noqa: E402
 import recon.cli_train  # noqa: E402, F401
