@@ -7,12 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${QUICKSTART_DIR:-quickstart}
 mkdir -p "$out"
-sim generate --config quick --n 2000 --split train --out "$out/train.h5" --overwrite
-sim generate --config quick --n 400 --split val --out "$out/val.h5" --overwrite
+sim generate --config quick --n 1000 --split train --out "$out/train.h5" --overwrite
+sim generate --config quick --n 200 --split val --out "$out/val.h5" --overwrite
 sim generate --config quick --n 600 --split test --out "$out/test.h5" --overwrite
 sim show "$out/train.h5" --out "$out/train.png"
 sim check --config quick --rms 0,100,500
-recon train --arch gru --config quick --data "$out/train.h5" --val "$out/val.h5" --out "$out/runs"
+recon train --arch gru --config quick --epochs 3 --data "$out/train.h5" --val "$out/val.h5" --out "$out/runs"
 run=$(ls -td "$out"/runs/gru-* | head -1)
 recon eval "$run" --baseline analytic --data "$out/test.h5" --out "$out/report"
 echo "quickstart: datasets, plots, the trained run and the evaluation report in $out/"
