@@ -92,7 +92,9 @@ def info(
     table.add_row("throughput (samples/s)", f"{cost.throughput_per_s:.1f}")
     Console().print(table)
 
+
 # Commands defined in their own modules register themselves on `app`.
+import recon.cli_distill  # noqa: E402
 import recon.cli_eval  # noqa: E402
 import recon.cli_export  # noqa: E402
 import recon.cli_predict  # noqa: E402

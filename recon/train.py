@@ -140,7 +140,7 @@ class ZWFSDataModule(pl.LightningDataModule):
         return self._loader(self.data.val, False)
 
 
-def _run_dir(cfg: TrainConfig) -> Path:
+def new_run_dir(cfg: TrainConfig, tag: str = "") -> Path:
     """A new run folder, shared by every process of one run (DDP workers, SLURM tasks).
 
     The launching process picks the folder and hands it to the DDP worker processes it
@@ -150,8 +150,8 @@ def _run_dir(cfg: TrainConfig) -> Path:
         return Path(os.environ[RUN_DIR_ENV])
     job = os.environ.get("SLURM_JOB_ID")
     if job and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        return (cfg.out_dir / f"{cfg.arch}-slurm{job}").absolute()  # tasks start apart
-    base = (cfg.out_dir / f"{cfg.arch}-{_dt.datetime.now():%Y%m%d-%H%M%S}").absolute()
+        return (cfg.out_dir / f"{cfg.arch}{tag}-slurm{job}").absolute()  # tasks start apart
+    base = (cfg.out_dir / f"{cfg.arch}{tag}-{_dt.datetime.now():%Y%m%d-%H%M%S}").absolute()
     run_dir, k = base, 0
     while run_dir.exists():  # two runs in the same second
         k += 1
@@ -264,7 +264,7 @@ def merge_metrics(run_dir: Path) -> Path | None:
     return out
 
 
-def _check_size(model: torch.nn.Module, npix: int) -> None:
+def check_size(model: torch.nn.Module, npix: int) -> None:
     multiple = getattr(model, "size_multiple", 1)
     if npix % multiple:
         raise DatasetMismatchError(
@@ -302,7 +302,7 @@ def train(
         data.source, data.source.pupil, data.train_indices, cfg.data.stats_samples
     )
     model = build_model(cfg.arch, cfg.kwargs, n_wl, stats)
-    _check_size(model.net, data.source.npix)
+    check_size(model.net, data.source.npix)
     ckpt_path = None
     if resume is not None:
         run_dir = Path(resume).absolute()
@@ -310,11 +310,27 @@ def train(
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
     else:
-        run_dir = _run_dir(cfg)
+        run_dir = new_run_dir(cfg)
+    lit = LitRecon(cfg, model, data.source.pupil, checkpoint_meta(cfg, data, stats, n_wl))
+    return fit_run(cfg, lit, data, run_dir, callbacks, ckpt_path, **trainer_overrides)
+
+
+def fit_run(
+    cfg: TrainConfig,
+    lit: pl.LightningModule,
+    data: TrainData,
+    run_dir: Path,
+    callbacks: Sequence[pl.Callback] = (),
+    ckpt_path: Path | None = None,
+    extra_files: dict[str, str] | None = None,
+    **trainer_overrides: Any,
+) -> Path:
+    """Write the run folder's config, fit `lit` on `data`, assemble metrics.csv; returns run_dir."""
     if rank_zero_only.rank == 0:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    lit = LitRecon(cfg, model, data.source.pupil, checkpoint_meta(cfg, data, stats, n_wl))
+        for name, text in (extra_files or {}).items():
+            (run_dir / name).write_text(text)
     dm = ZWFSDataModule(data, cfg.batch_size, cfg.data.num_workers, cfg.seed)
     trainer = build_trainer(cfg, run_dir, callbacks, **trainer_overrides)
     own_env = RUN_DIR_ENV not in os.environ
