@@ -71,9 +71,30 @@ def draw_coefficients(
 
 
 def pupil_rms(opd: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """RMS (B,) of maps (B, H, W) over the boolean pupil mask, piston removed."""
-    values = opd[:, mask]  # (B, H, W) -> (B, P)
-    return values.std(dim=1, unbiased=False)
+    """RMS (B,) of maps (B, H, W) over the boolean pupil mask, piston removed.
+
+    Two masked sums as matrix-vector products: no gather of the pupil pixels.
+    """
+    w = mask.reshape(-1).to(opd.dtype)  # (H*W,)
+    flat = opd.reshape(opd.shape[0], -1)  # (B, H, W) -> (B, H*W)
+    n = w.sum()
+    mean = (flat @ w) / n
+    var = (flat.square() @ w) / n - mean.square()
+    return var.clamp_min(0).sqrt()
+
+
+MAP_TILE = 16
+"""Rows per map product: every map is made in a zero-padded tile of this many rows, so
+its rounding never depends on the batch it is made in (a GEMM's may depend on its shape)."""
+
+
+def _maps(coeffs: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """coeffs (B, M) @ flat (M, P) in fixed tiles of MAP_TILE rows, float64."""
+    b = coeffs.shape[0]
+    pad = (-b) % MAP_TILE
+    padded = torch.cat((coeffs, coeffs.new_zeros(pad, coeffs.shape[1]))) if pad else coeffs
+    tiles = [t @ flat for t in padded.split(MAP_TILE)]  # each (MAP_TILE, M) @ (M, P)
+    return torch.cat(tiles)[:b]
 
 
 def opd_from_coefficients(
@@ -83,13 +104,13 @@ def opd_from_coefficients(
 
     coeffs (B, M) and rms (B,) in nm; basis (M, H, W); mask (H, W) bool. The
     returned coefficients are rescaled with the map, so opd = sum_j c_j Z_j holds.
-    Each map is its own float64 product, then cast to the input dtype: a sample's
-    map does not depend on the batch it is made in (a batched GEMM's rounding does).
+    Maps are float64 products in fixed tiles (see MAP_TILE), then cast to the input
+    dtype: a sample's map does not depend on the batch it is made in.
     """
     dtype = coeffs.dtype
     flat = basis.reshape(basis.shape[0], -1).to(torch.float64)  # (M, H*W)
     c64 = coeffs.to(torch.float64)
-    opd = torch.stack([c @ flat for c in c64]).reshape(-1, *basis.shape[1:])  # (B, H, W)
+    opd = _maps(c64, flat).reshape(-1, *basis.shape[1:])  # (B, H, W)
     current = pupil_rms(opd, mask)
     rms64 = rms.to(torch.float64)
     scale = torch.where(current > 0, rms64 / current.clamp_min(1e-300), torch.zeros_like(rms64))

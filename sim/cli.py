@@ -66,7 +66,7 @@ def bench(
     config: ConfigOpt = "paper",
     n: Annotated[int, typer.Option(help="wavefronts for the engine")] = 256,
     n_reference: Annotated[int, typer.Option(help="wavefronts for POPPY and hcipy")] = 8,
-    batch: int = 32,
+    batch: Annotated[int, typer.Option(help="engine batch (small batches stay in cache)")] = 8,
     threads: Annotated[int, typer.Option(help="threads for every peer")] = 1,
     out: Annotated[Path | None, typer.Option(help="JSON output [bench/sim_bench*.json]")] = None,
     generate: Annotated[
@@ -114,7 +114,7 @@ def _bench_generate(cfg, n: int, batch: int, device: str, out: Path | None) -> N
 
     with console.status(f"generating {n} samples, then writing them with h5py alone..."):
         result = run_generate_bench(
-            cfg, n, Path("bench"), batch=max(batch, 64), device=resolve_device(device)
+            cfg, n, Path("bench"), batch=max(batch, 16), device=resolve_device(device)
         )
     title = f"sim generate --n {n}: {cfg.pupil.npix} px, {len(cfg.wavelengths_um)} wavelengths"
     table = Table(title=f"{title}, {result['file_gb']:.2f} GB")
@@ -169,7 +169,7 @@ def generate(
     photons: Annotated[float | None, typer.Option(help="photons in the clear pupil")] = None,
     read_noise: Annotated[float | None, typer.Option(help="read noise [e-]")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="samples per batch")] = 64,
+    batch_size: Annotated[int, typer.Option(help="samples per batch")] = 16,
     workers: Annotated[int, typer.Option(help="processes, one shard each")] = 1,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing file")] = False,

@@ -191,7 +191,7 @@ def check_request(
     n: int,
     split: str,
     workers: int = 1,
-    batch_size: int = 64,
+    batch_size: int = 16,
     overwrite: bool = False,
 ) -> None:
     """Refuse bad requests before anything is written (one-line `UserError`s)."""
@@ -222,7 +222,7 @@ def generate_dataset(
     *,
     split: str = "train",
     seed: int | None = None,
-    batch_size: int = 64,
+    batch_size: int = 16,
     device: str = "auto",
     overwrite: bool = False,
     resume: bool = False,
