@@ -53,5 +53,6 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
     with os.fdopen(fd, "w") as fh:
         json.dump(payload, fh, indent=2, default=str)
         fh.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for everyone to read
     os.replace(tmp, path)
     return path
