@@ -16,12 +16,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from sim.config import ConfigError
+from sim.config import apply_dotted, read_yaml_mapping, validate_model
 
 __all__ = [
     "CONFIG_DIR",
@@ -143,54 +142,18 @@ class TrainConfig(_Strict):
 
     def with_overrides(self, **dotted: Any) -> TrainConfig:
         """Copy with fields replaced by dotted names (``{"optim.lr": 1e-4}``); None is skipped."""
-        data = self.model_dump(mode="json")
-        for key, value in dotted.items():
-            if value is None:
-                continue
-            node = data
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node[p]
-            if leaf not in node:
-                raise ConfigError(f"unknown training config field '{key}'")
-            node[leaf] = value
-        return validate_train_config(data)
+        return validate_train_config(apply_dotted(self.model_dump(mode="json"), dotted, "training"))
 
     def to_yaml(self) -> str:
         """The resolved config as YAML (paths as strings)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _one_line(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
-    where = f"{loc}: " if loc else ""
-    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"invalid training config: {where}{msg}{extra}"
-
-
 def validate_train_config(data: dict[str, Any]) -> TrainConfig:
     """Build a `TrainConfig` from plain data; raise `ConfigError` with a one-line message."""
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_one_line(err)) from None
+    return validate_model(TrainConfig, data, "training")
 
 
 def load_train_config(name_or_path: str | Path = "phenn") -> TrainConfig:
     """Load a YAML config by path, or by name from `configs/recon/` ("phenn", "gru", "quick")."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"training config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(
-            f"config file {path} does not parse as YAML: {err}".splitlines()[0]
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
-    return validate_train_config(data)
+    return validate_train_config(read_yaml_mapping(name_or_path, CONFIG_DIR, "training"))

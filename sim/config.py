@@ -8,8 +8,9 @@ that names the field and what is allowed.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,7 +23,11 @@ __all__ = [
     "MaskConfig",
     "PupilConfig",
     "SimConfig",
+    "apply_dotted",
     "load_sim_config",
+    "read_yaml_mapping",
+    "validate_model",
+    "validate_sim_config",
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "sim"
@@ -179,42 +184,51 @@ class SimConfig(_Strict):
 
     def with_overrides(self, **dotted: Any) -> SimConfig:
         """Copy with fields replaced by dotted names, e.g. ``{"pupil.npix": 64}``; validated."""
-        data = self.model_dump()
-        for key, value in dotted.items():
-            node = data
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node[p]
-            if leaf not in node:
-                raise ConfigError(f"unknown config field '{key}'")
-            node[leaf] = value
-        return validate_sim_config(data)
+        return validate_sim_config(apply_dotted(self.model_dump(), dotted, "sim"))
 
 
-def _one_line(err: ValidationError) -> str:
+M = TypeVar("M", bound=BaseModel)
+
+
+def apply_dotted(data: dict[str, Any], dotted: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """`data` with values replaced by dotted names (``{"optim.lr": 1e-4}``); None is skipped."""
+    for key, value in dotted.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        if leaf not in node:
+            raise ConfigError(f"unknown {what} config field '{key}'")
+        node[leaf] = value
+    return data
+
+
+def _one_line(err: ValidationError, what: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     where = f"{loc}: " if loc else ""
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"invalid sim config: {where}{msg}{extra}"
+    return f"invalid {what} config: {where}{msg}{extra}"
 
 
-def validate_sim_config(data: dict[str, Any]) -> SimConfig:
-    """Build a `SimConfig` from plain data; raise `ConfigError` with a one-line message."""
+def validate_model(cls: type[M], data: Any, what: str) -> M:
+    """Build a pydantic config from plain data; raise `ConfigError` with a one-line message."""
     try:
-        return SimConfig.model_validate(data)
+        return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_one_line(err)) from None
+        raise ConfigError(_one_line(err, what)) from None
 
 
-def load_sim_config(name_or_path: str | Path = "paper") -> SimConfig:
-    """Load a YAML config by path, or by name from `configs/sim/` ("paper", "quick")."""
+def read_yaml_mapping(name_or_path: str | Path, folder: Path, what: str) -> dict[str, Any]:
+    """The mapping in a YAML file given by path, or by name from `folder`; one-line errors."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        path = folder / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -223,4 +237,14 @@ def load_sim_config(name_or_path: str | Path = "paper") -> SimConfig:
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
-    return validate_sim_config(data)
+    return data
+
+
+def validate_sim_config(data: dict[str, Any]) -> SimConfig:
+    """Build a `SimConfig` from plain data; raise `ConfigError` with a one-line message."""
+    return validate_model(SimConfig, data, "sim")
+
+
+def load_sim_config(name_or_path: str | Path = "paper") -> SimConfig:
+    """Load a YAML config by path, or by name from `configs/sim/` ("paper", "quick")."""
+    return validate_sim_config(read_yaml_mapping(name_or_path, CONFIG_DIR, "sim"))

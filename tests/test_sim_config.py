@@ -47,5 +47,5 @@ def test_bad_files(tmp_path) -> None:
 def test_overrides_are_validated() -> None:
     cfg = load_sim_config("paper").with_overrides(**{"pupil.npix": 64})
     assert cfg.pupil.npix == 64
-    with pytest.raises(ConfigError, match="unknown config field"):
+    with pytest.raises(ConfigError, match="unknown sim config field"):
         cfg.with_overrides(**{"pupil.nope": 1})
