@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from data.schema import DatasetError
-from sim.pupil import PUPIL_THRESHOLD
+from data.schema import PUPIL_THRESHOLD, DatasetError
 
 __all__ = ["LabFrameError", "LabFrames", "load_lab_frames", "read_fits_image"]
 

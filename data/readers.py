@@ -67,7 +67,7 @@ def check_dataset_file(
     if not allow_incomplete and n_complete < n_samples:
         raise IncompleteDatasetError(
             f"{name} is incomplete: {n_complete} of {n_samples} samples "
-            "(an interrupted run? finish it with --resume)"
+            "(an interrupted run? finish it with {resume})"
         )
     missing = [v for v in required if v not in f]
     if missing:

@@ -7,13 +7,10 @@ the single source of truth that the writer, the readers and the tests all use.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +18,16 @@ import h5netcdf
 import h5py
 import numpy as np
 
+from common.errors import KnownError
+from common.provenance import package_versions as common_package_versions
+from common.provenance import utc_now_iso
+
 __all__ = [
     "COORDINATES",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "PER_SAMPLE",
+    "PUPIL_THRESHOLD",
     "REQUIRED_ATTRS",
     "STATIC",
     "VARIABLES",
@@ -39,15 +41,18 @@ __all__ = [
     "VarSpec",
     "create_layout",
     "fingerprint",
-    "now_iso",
     "package_versions",
     "pixel_centres_m",
+    "pupil_mask",
     "root_attrs",
     "storable_attr",
 ]
 
 FORMAT_NAME = "zwfs-dataset"
 FORMAT_VERSION = 1
+PUPIL_THRESHOLD = 0.5
+"""A pixel is inside the pupil when its transmission is at least this: every RMS, metric
+and normalisation statistic of the project uses this one definition."""
 TARGET_CHUNK_BYTES = 256 * 1024
 """Per-sample variables hold k samples per chunk, k = max(1, this // bytes per sample)."""
 
@@ -113,7 +118,7 @@ REQUIRED_ATTRS: dict[str, type] = {"config": str, "engine": str, "seed": int, "s
 `format` and `format_version`."""
 
 
-class DatasetError(Exception):
+class DatasetError(KnownError):
     """Base of every dataset error; `str(err)` is one line fit for a command line."""
 
 
@@ -147,15 +152,13 @@ def pixel_centres_m(npix: int, pixel_scale_m: float) -> np.ndarray:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of Python and of the packages that make and read the file (no imports)."""
-    out = {"python": sys.version.split()[0]}
-    for name in ("zwfs", "numpy", "h5py", "h5netcdf", "xarray", "torch", "poppy", "scipy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    out["hdf5"] = h5py.version.hdf5_version
-    return out
+    """Versions of Python, the installed packages and the HDF5 library (no imports)."""
+    return {**common_package_versions(), "hdf5": h5py.version.hdf5_version}
+
+
+def pupil_mask(pupil: np.ndarray) -> np.ndarray:
+    """Boolean (H, W): the pixels counted as inside the pupil (transmission >= 0.5)."""
+    return np.asarray(pupil) >= PUPIL_THRESHOLD
 
 
 def storable_attr(key: str, value: Any) -> str | int | float | bool:
@@ -200,11 +203,6 @@ def fingerprint(
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def now_iso() -> str:
-    """Current UTC time, ISO 8601 to the second."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def root_attrs(
     attrs: Mapping[str, Any], *, n_samples: int, sample_offset: int, pixel_scale_m: float, fp: str
 ) -> dict[str, Any]:
@@ -219,7 +217,7 @@ def root_attrs(
         raise ValueError(f"attrs['seed'] must be an int, got {out['seed']!r}")
     out.setdefault("versions", json.dumps(package_versions(), sort_keys=True))
     out.update(
-        created=now_iso(),
+        created=utc_now_iso(),
         n_samples=int(n_samples),
         n_complete=0,
         sample_offset=int(sample_offset),

@@ -101,7 +101,7 @@ def combine_shards(
         raise ValueError("combine_shards needs at least one shard file")
     out_path = Path(out_path).absolute()
     if out_path.exists() and not overwrite:
-        raise DatasetExistsError(f"{out_path} already exists; use --overwrite to replace it")
+        raise DatasetExistsError(f"{out_path} already exists; use {{overwrite}} to replace it")
     shards = [_read_shard(Path(p).absolute()) for p in shard_paths]
     shards.sort(key=lambda s: int(s["attrs"]["sample_offset"]))
     _check_consistent(shards)

@@ -13,11 +13,9 @@ import torch
 from torch.utils.data import Dataset
 
 from data.readers import attr_value, check_dataset_file, open_h5
+from data.wavelengths import wavelength_indices
 
-__all__ = ["WAVELENGTH_MATCH_UM", "ZWFSDataset"]
-
-WAVELENGTH_MATCH_UM = 1e-3
-"""Requested wavelengths match the file's within this [um]."""
+__all__ = ["ZWFSDataset"]
 
 _REQUIRED = ("intensity", "opd", "coefficients", "rms", "pupil")
 
@@ -57,17 +55,7 @@ class ZWFSDataset(Dataset):
         """Indices into the file's wavelength axis, in the requested order."""
         if wavelengths_um is None:
             return np.arange(file_wl_m.size)
-        have_um = file_wl_m * 1e6
-        idx = []
-        for w in wavelengths_um:
-            hit = np.flatnonzero(np.abs(have_um - float(w)) <= WAVELENGTH_MATCH_UM)
-            if hit.size == 0:
-                avail = ", ".join(f"{x:.4g}" for x in have_um)
-                raise ValueError(f"wavelength {w} um is not in the dataset; available: {avail} um")
-            idx.append(int(hit[0]))
-        if not idx:
-            raise ValueError("wavelengths_um is empty; pass None for all wavelengths")
-        return np.asarray(idx)
+        return wavelength_indices(file_wl_m, [float(w) * 1e-6 for w in wavelengths_um])
 
     def _handle(self) -> h5py.File:
         """This process's read handle (reopened after a fork into a worker)."""

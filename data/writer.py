@@ -26,6 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from common.provenance import utc_now_iso
 from data.schema import (
     FORMAT_NAME,
     PER_SAMPLE,
@@ -39,7 +40,6 @@ from data.schema import (
     ResumeError,
     create_layout,
     fingerprint,
-    now_iso,
     root_attrs,
 )
 
@@ -156,7 +156,7 @@ class DatasetWriter:
 
         _ensure_folder(self.path.parent)
         if self.path.exists() and not self.overwrite:
-            raise DatasetExistsError(f"{self.path} already exists; use --overwrite to replace it")
+            raise DatasetExistsError(f"{self.path} already exists; use {{overwrite}} to replace it")
         if self.state_path.exists() and not self.part_path.exists():
             self.state_path.unlink()  # stale record of a run that was finalized
         self.resumed = bool(resume) and self.state_path.exists()
@@ -164,8 +164,8 @@ class DatasetWriter:
             raise ResumeError(f"nothing to resume: no partial file {self.part_path}")
         if not resume and self.part_path.exists() and not self.overwrite:
             raise DatasetExistsError(
-                f"a partial run exists at {self.part_path}; use --resume to continue it "
-                "or --overwrite to start again"
+                f"a partial run exists at {self.part_path}; use {{resume}} to continue it "
+                "or {overwrite} to start again"
             )
         if self.resumed:
             self._reopen()
@@ -219,7 +219,7 @@ class DatasetWriter:
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ResumeError(
                 f"cannot open the partial file {self.part_path} ({msg}): it is corrupt or in "
-                "use; use --overwrite to start again"
+                "use; use {overwrite} to start again"
             ) from None
 
     def _reopen(self) -> None:
@@ -229,7 +229,7 @@ class DatasetWriter:
             raise ResumeError(f"unreadable progress record {self.state_path}: {err}") from None
         mismatch = ResumeError(
             f"the partial file {self.part_path} was made with a different config/seed; "
-            "use --overwrite"
+            "use {overwrite}"
         )
         if state.get("fingerprint") != self.fingerprint:
             raise mismatch
@@ -258,7 +258,7 @@ class DatasetWriter:
             if name not in self._f or self._f[name].shape != want:
                 self.close()
                 raise ResumeError(
-                    f"the partial file {self.part_path} lacks {name} {want}; use --overwrite"
+                    f"the partial file {self.part_path} lacks {name} {want}; use {{overwrite}}"
                 )
 
     # ----------------------------------------------------------------------- progress
@@ -275,7 +275,7 @@ class DatasetWriter:
             "sample_offset": self.sample_offset,
             "n_complete": self._n_complete,
             "static_written": self._static_written,
-            "updated": now_iso(),
+            "updated": utc_now_iso(),
         }
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         with open(tmp, "w") as fh:
@@ -384,7 +384,7 @@ class DatasetWriter:
                 f"{self.part_path}: pupil and references not written (call write_static)"
             )
         if self.path.exists() and not self.overwrite:
-            raise DatasetExistsError(f"{self.path} already exists; use --overwrite to replace it")
+            raise DatasetExistsError(f"{self.path} already exists; use {{overwrite}} to replace it")
         f.attrs.modify("n_complete", np.int64(self._n_complete))
         self.close()
         _fsync_path(self.part_path)

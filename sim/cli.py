@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sim.cliutil import UserError, console, one_line_errors, write_json_atomic
+from common.cli import UserError, console, one_line_errors, progress_bar
+from common.io import write_json_atomic
 from sim.config import load_sim_config
 
 app = typer.Typer(
@@ -181,54 +182,25 @@ def generate(
     The file is written as <out>.part and renamed when complete; a run killed at any
     moment continues with --resume to the same file an uninterrupted run writes.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    from data.writer import estimate_size_bytes
-    from sim.generate import check_request, generate_dataset, resolve_device
+    from sim.generate import plan_generation, run_generation
 
     cfg = load_sim_config(config)
     changes = _overrides(
         npix=npix, wavelengths=wavelengths, rms_max=rms_max, photons=photons, read_noise=read_noise
     )
     cfg = cfg.with_overrides(**changes) if changes else cfg
-    out = out or Path("datasets") / f"{split}.h5"
-    check_request(cfg, out, n, split, workers, batch_size, overwrite or resume)
-    resolve_device(device)
-    npix_det = cfg.pupil.npix // cfg.detector.binning
-    size_gb = (
-        estimate_size_bytes(n, len(cfg.wavelengths_um), npix_det, len(cfg.aberration.modes)) / 1e9
-    )
+    plan = plan_generation(
+        cfg, out or Path("datasets") / f"{split}.h5", n, split=split, seed=seed,
+        batch_size=batch_size, device=device, overwrite=overwrite, resume=resume,
+        workers=workers, scheduler=scheduler, fsync=fsync,
+    )  # fmt: skip
     console.print(
         f"{n} samples of '{split}', {cfg.pupil.npix} px, wavelengths {cfg.wavelengths_um} um, "
-        f"RMS {cfg.aberration.rms_min_nm:g}-{cfg.aberration.rms_max_nm:g} nm -> {out} "
-        f"(~{size_gb:.2f} GB)"
+        f"RMS {cfg.aberration.rms_min_nm:g}-{cfg.aberration.rms_max_nm:g} nm -> {plan.out} "
+        f"(~{plan.size_bytes / 1e9:.2f} GB)"
     )
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("simulating", total=n, rate="")
-
-        def advance(k: int) -> None:
-            bar.advance(task, k)
-            speed = bar.tasks[task].speed
-            bar.update(task, rate=f"{speed:,.0f} samples/s" if speed else "")
-
-        path = generate_dataset(
-            cfg, out, n, split=split, seed=seed, batch_size=batch_size, device=device,
-            overwrite=overwrite, resume=resume, workers=workers, scheduler=scheduler,
-            progress=advance, fsync=fsync,
-        )  # fmt: skip
+    with progress_bar(n, "simulating", transient=False) as advance:
+        path = run_generation(plan, progress=advance)
     console.print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB)")
 
 

@@ -8,12 +8,19 @@ that names the field and what is allowed.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+import os
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.config import (
+    WAVELENGTH_RANGE_UM,
+    ConfigError,
+    apply_dotted,
+    check_wavelengths_um,
+    read_yaml_mapping,
+    validate_model,
+)
 
 __all__ = [
     "AberrationConfig",
@@ -23,19 +30,9 @@ __all__ = [
     "MaskConfig",
     "PupilConfig",
     "SimConfig",
-    "apply_dotted",
     "load_sim_config",
-    "read_yaml_mapping",
-    "validate_model",
     "validate_sim_config",
 ]
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "sim"
-WAVELENGTH_RANGE_UM = (0.3, 3.0)
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message is one line naming the field."""
 
 
 class _Strict(BaseModel):
@@ -143,12 +140,7 @@ class SimConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistency(self) -> SimConfig:
-        if not self.wavelengths_um:
-            raise ValueError("wavelengths_um must list at least one wavelength")
-        lo, hi = WAVELENGTH_RANGE_UM
-        bad = [w for w in self.wavelengths_um if not lo <= w <= hi]
-        if bad:
-            raise ValueError(f"wavelengths_um {bad} outside the allowed [{lo}, {hi}] um")
+        check_wavelengths_um(self.wavelengths_um, "wavelengths_um")
         if self.pupil.npix % self.detector.binning:
             raise ValueError(
                 f"pupil.npix ({self.pupil.npix}) must be a multiple of "
@@ -187,64 +179,11 @@ class SimConfig(_Strict):
         return validate_sim_config(apply_dotted(self.model_dump(), dotted, "sim"))
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def apply_dotted(data: dict[str, Any], dotted: Mapping[str, Any], what: str) -> dict[str, Any]:
-    """`data` with values replaced by dotted names (``{"optim.lr": 1e-4}``); None is skipped."""
-    for key, value in dotted.items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        if leaf not in node:
-            raise ConfigError(f"unknown {what} config field '{key}'")
-        node[leaf] = value
-    return data
-
-
-def _one_line(err: ValidationError, what: str) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
-    where = f"{loc}: " if loc else ""
-    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"invalid {what} config: {where}{msg}{extra}"
-
-
-def validate_model(cls: type[M], data: Any, what: str) -> M:
-    """Build a pydantic config from plain data; raise `ConfigError` with a one-line message."""
-    try:
-        return cls.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_one_line(err, what)) from None
-
-
-def read_yaml_mapping(name_or_path: str | Path, folder: Path, what: str) -> dict[str, Any]:
-    """The mapping in a YAML file given by path, or by name from `folder`; one-line errors."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = folder / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{what} config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(
-            f"config file {path} does not parse as YAML: {err}".splitlines()[0]
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
-    return data
-
-
 def validate_sim_config(data: dict[str, Any]) -> SimConfig:
     """Build a `SimConfig` from plain data; raise `ConfigError` with a one-line message."""
     return validate_model(SimConfig, data, "sim")
 
 
-def load_sim_config(name_or_path: str | Path = "paper") -> SimConfig:
-    """Load a YAML config by path, or by name from `configs/sim/` ("paper", "quick")."""
-    return validate_sim_config(read_yaml_mapping(name_or_path, CONFIG_DIR, "sim"))
+def load_sim_config(name_or_path: str | os.PathLike = "paper") -> SimConfig:
+    """Load a YAML config by path, or a packaged one by name ("paper", "quick")."""
+    return validate_sim_config(read_yaml_mapping(name_or_path, "sim"))

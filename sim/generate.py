@@ -14,15 +14,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from data.schema import DatasetError
+from common.errors import KnownError
 from data.shards import combine_shards, shard_path
 from data.writer import DatasetWriter, check_free_space, estimate_size_bytes
 from sim.aberrations import draw_coefficients, opd_from_coefficients, stream_id
-from sim.cliutil import UserError
 from sim.config import SimConfig
 from sim.detector import add_noise
 from sim.zwfs import ZWFSModel
@@ -31,9 +31,12 @@ __all__ = [
     "ENGINE_NAME",
     "SPLITS",
     "GenerateJob",
-    "check_request",
+    "GenerationPlan",
+    "RequestError",
     "generate_dataset",
+    "plan_generation",
     "resolve_device",
+    "run_generation",
 ]
 
 ENGINE_NAME = "zwfs.sim.ZWFSModel (batched semi-analytic Babinet MFT, PyTorch)"
@@ -41,14 +44,18 @@ SPLITS = ("train", "val", "test")
 ProgressFn = Callable[[int], None]
 
 
+class RequestError(KnownError, ValueError):
+    """A generation request that cannot run (bad size, split, path or device)."""
+
+
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when available else 'cpu'; 'cuda' without a GPU is an error."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but torch sees no CUDA device")
+        raise RequestError("{device} cuda asked for, but torch sees no CUDA device")
     if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"--device must be cpu, cuda or auto, got '{device}'")
+        raise RequestError(f"{{device}} must be cpu, cuda or auto, got '{device}'")
     return device
 
 
@@ -185,37 +192,26 @@ def _detector_opd(opd: torch.Tensor, binning: int) -> np.ndarray:
     return bin_frames(opd, binning).float().cpu().numpy()
 
 
-def check_request(
-    cfg: SimConfig,
-    out: Path,
-    n: int,
-    split: str,
-    workers: int = 1,
-    batch_size: int = 16,
-    overwrite: bool = False,
-) -> None:
-    """Refuse bad requests before anything is written (one-line `UserError`s)."""
-    if n <= 0:
-        raise UserError(f"--n must be a positive number of samples, got {n}")
-    if split not in SPLITS:
-        raise UserError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
-    if workers < 1 or workers > n:
-        raise UserError(f"--workers must lie in [1, n = {n}], got {workers}")
-    if out.suffix not in (".h5", ".hdf5", ".nc"):
-        raise UserError(f"output {out} should end in .h5 (HDF5, netCDF4-compatible)")
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; use --overwrite to replace it")
-    npix = cfg.pupil.npix // cfg.detector.binning
-    needed = estimate_size_bytes(n, len(cfg.wavelengths_um), npix, len(cfg.aberration.modes))
-    try:
-        check_free_space(out, needed)
-    except DatasetError as err:
-        raise UserError(str(err)) from None
+@dataclass(frozen=True)
+class GenerationPlan:
+    """A checked request: what `run_generation` writes, and its estimated size."""
+
+    cfg: SimConfig
+    out: Path
+    n: int
+    split: str
+    seed: int
+    batch_size: int
+    device: str
+    overwrite: bool
+    resume: bool
+    workers: int
+    scheduler: str | None
+    fsync: bool
+    size_bytes: int
 
 
-def generate_dataset(
+def plan_generation(
     cfg: SimConfig,
     out: Path,
     n: int,
@@ -228,10 +224,34 @@ def generate_dataset(
     resume: bool = False,
     workers: int = 1,
     scheduler: str | None = None,
-    progress: ProgressFn | None = None,
     fsync: bool = False,
-) -> Path:
-    """Simulate `n` samples of `split` into `out`; returns the path of the finished file.
+) -> GenerationPlan:
+    """Check a request before anything is written (one-line `RequestError`s)."""
+    out = Path(out)
+    if n <= 0:
+        raise RequestError(f"{{n}} must be a positive number of samples, got {n}")
+    if split not in SPLITS:
+        raise RequestError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
+    if workers < 1 or workers > n:
+        raise RequestError(f"{{workers}} must lie in [1, n = {n}], got {workers}")
+    if out.suffix not in (".h5", ".hdf5", ".nc"):
+        raise RequestError(f"output {out} should end in .h5 (HDF5, netCDF4-compatible)")
+    if batch_size < 1:
+        raise RequestError(f"{{batch_size}} must be >= 1, got {batch_size}")
+    if out.exists() and not (overwrite or resume):
+        raise RequestError(f"{out} already exists; use {{overwrite}} to replace it")
+    npix = cfg.pupil.npix // cfg.detector.binning
+    needed = estimate_size_bytes(n, len(cfg.wavelengths_um), npix, len(cfg.aberration.modes))
+    check_free_space(out, needed)
+    return GenerationPlan(
+        cfg=cfg, out=out, n=n, split=split, seed=cfg.seed if seed is None else seed,
+        batch_size=batch_size, device=resolve_device(device), overwrite=overwrite,
+        resume=resume, workers=workers, scheduler=scheduler, fsync=fsync, size_bytes=needed,
+    )  # fmt: skip
+
+
+def run_generation(plan: GenerationPlan, progress: ProgressFn | None = None) -> Path:
+    """Simulate the planned samples into `plan.out`; returns the path of the finished file.
 
     workers > 1: one spawned process per shard (`<stem>.shard-00i-of-00k.h5`), then a
     master file with virtual datasets over the shards. scheduler: the address of a Dask
@@ -239,21 +259,23 @@ def generate_dataset(
     run resumes with `resume=True` in any case; `fsync` also makes every batch durable
     against power loss (slower: each batch waits for the disk).
     """
-    out = Path(out)
-    check_request(cfg, out, n, split, workers, batch_size, overwrite)
-    seed = cfg.seed if seed is None else seed
-    device = resolve_device(device)
     common = dict(
-        cfg_json=cfg.model_dump_json(), n_total=n, split=split, seed=seed,
-        batch_size=batch_size, device=device, overwrite=overwrite, fsync=fsync,
+        cfg_json=plan.cfg.model_dump_json(), n_total=plan.n, split=plan.split, seed=plan.seed,
+        batch_size=plan.batch_size, device=plan.device, overwrite=plan.overwrite, fsync=plan.fsync,
     )  # fmt: skip
-    try:
-        if workers == 1 and scheduler is None:
-            job = GenerateJob(path=str(out), start=0, stop=n, resume=resume, **common)
-            return Path(run_job(job, progress))
-        return _generate_sharded(out, n, workers, scheduler, resume, common, progress)
-    except DatasetError as err:
-        raise UserError(str(err)) from None
+    if plan.workers == 1 and plan.scheduler is None:
+        job = GenerateJob(path=str(plan.out), start=0, stop=plan.n, resume=plan.resume, **common)
+        return Path(run_job(job, progress))
+    return _generate_sharded(
+        plan.out, plan.n, plan.workers, plan.scheduler, plan.resume, common, progress
+    )
+
+
+def generate_dataset(
+    cfg: SimConfig, out: Path, n: int, *, progress: ProgressFn | None = None, **options: Any
+) -> Path:
+    """Check and run a request in one call (`plan_generation` options); returns the file."""
+    return run_generation(plan_generation(cfg, out, n, **options), progress)
 
 
 def _shard_jobs(out: Path, n: int, workers: int, resume: bool, common: dict) -> list[GenerateJob]:
@@ -319,7 +341,7 @@ def _run_on_dask(address: str, jobs: list[GenerateJob], progress: ProgressFn | N
     try:
         from distributed import Client, as_completed
     except ImportError:
-        raise UserError("--scheduler needs dask.distributed: pip install 'zwfs[dask]'") from None
+        raise RequestError("{scheduler} needs dask.distributed: pip install 'zwfs[dask]'") from None
     with Client(address) as client:
         futures = client.map(run_job, jobs, pure=False)
         done = dict(zip(futures, jobs, strict=True))

@@ -17,10 +17,11 @@ import poppy
 import torch
 from poppy.optics import AnalyticImagePlaneElement
 
+from data.schema import pupil_mask
 from sim.config import SimConfig
 from sim.detector import bin_frames
 from sim.mask import dot_footprint, dot_phase_rad
-from sim.pupil import circular_pupil, pupil_mask
+from sim.pupil import circular_pupil
 
 __all__ = ["PoppyZWFS"]
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from data.schema import pupil_mask
 from sim.babinet import RealBabinet
 from sim.config import SimConfig
 from sim.detector import bin_frames
 from sim.mask import dot_footprint, dot_phase_rad, focal_coordinates
-from sim.pupil import circular_pupil, pupil_coordinates_m, pupil_mask
+from sim.pupil import circular_pupil, pupil_coordinates_m
 from sim.zernike import zernike_basis
 
 __all__ = ["ZWFSModel"]

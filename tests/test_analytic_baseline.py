@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from recon.baselines.analytic import AnalyticEstimator, ndiaye_inverse
-from recon.estimator import create_baseline, list_baselines
-from recon.metrics import residual_rms_nm
+from recon.estimators import AnalyticEstimator, create_baseline, list_baselines
+from recon.evaluation.metrics import residual_rms_nm
 from sim.aberrations import sample_opd
+from sim.analytic import ndiaye_inverse
 from sim.config import load_sim_config
 from sim.zernike import zernike_basis
 from sim.zwfs import ZWFSModel
@@ -55,7 +55,7 @@ def test_registered_and_default_wavelength(analytic: AnalyticEstimator) -> None:
     assert "analytic" in list_baselines()
     assert analytic.wavelengths_m == [1.0e-6] and analytic.npix == 64
     assert analytic.theta_rad == pytest.approx(np.pi / 2)  # 250 nm deep dot at 1 um
-    with pytest.raises(ValueError, match=r"0\.5 um is not in the dataset"):
+    with pytest.raises(ValueError, match=r"0\.5 um is not available"):
         AnalyticEstimator(CFG, wavelength_um=0.5)
 
 
@@ -126,5 +126,5 @@ def test_from_dataset_uses_the_file_system(tmp_path) -> None:
     path = generate_dataset(cfg, tmp_path / "t.h5", 4, split="test", device="cpu")
     est = create_baseline("analytic", path)
     assert est.npix == 32 and est.wavelengths_m == [1.0e-6]
-    with pytest.raises(ValueError, match=r"1\.2 um is not in the dataset"):
+    with pytest.raises(ValueError, match=r"1\.2 um is not available"):
         create_baseline("analytic", path, wavelength_um=1.2)

@@ -12,10 +12,9 @@ import pytest
 import torch
 from data_helpers import make_dataset
 
-from recon.checkpoint import CheckpointError, load_checkpoint, read_meta
-from recon.config import load_train_config
-from recon.lit import LitRecon
-from recon.train import train
+from data.schema import pupil_mask
+from recon.models import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, read_meta
+from recon.train import LitRecon, load_train_config, train
 
 ROOT = Path(__file__).resolve().parents[1]  # this checkout (subprocesses import from it)
 
@@ -46,12 +45,12 @@ def test_load_without_lightning_matches_training_module(run_dir: Path) -> None:
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     script = (
         "import json, sys, torch\n"
-        "from recon.checkpoint import load_checkpoint\n"
-        f"model, meta = load_checkpoint({str(ckpt)!r})\n"
+        "from recon.estimators import NetworkEstimator\n"
+        f"est = NetworkEstimator.from_checkpoint({str(run_dir)!r})\n"
         "x = torch.rand(3, 2, 16, 16, generator=torch.Generator().manual_seed(1)) * 2\n"
-        "y = model.estimate(x)\n"
+        "y = est.estimate(x)\n"
         "print(json.dumps({'lightning': 'lightning' in sys.modules or 'pytorch_lightning' in\n"
-        "  sys.modules, 'y': y.tolist(), 'arch': meta['arch'], 'npix': meta['npix']}))\n"
+        "  sys.modules, 'y': y.tolist(), 'arch': est.meta['arch'], 'npix': est.npix}))\n"
     )
     env = {
         **os.environ,
@@ -75,7 +74,9 @@ def test_load_without_lightning_matches_training_module(run_dir: Path) -> None:
     lit = LitRecon(load_train_config(run_dir / "config.yaml"), model, meta["pupil"], meta)
     lit.load_state_dict(raw["state_dict"])
     with torch.no_grad():
-        expected = lit.eval()(_input())[:, 0]
+        expected = lit.eval()(_input())[:, 0]  # (B, H, W) [nm]
+    inside = torch.as_tensor(pupil_mask(meta["pupil"].numpy()))
+    expected = expected - expected[:, inside].mean(dim=1)[:, None, None]  # the piston contract
     torch.testing.assert_close(torch.tensor(out["y"]), expected, rtol=1e-5, atol=1e-4)
 
 
@@ -93,6 +94,20 @@ def test_checkpoint_describes_itself(run_dir: Path) -> None:
     model, _ = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert not model.training
     assert model.opd_scale_nm == pytest.approx(norm["opd_scale_nm"])
+
+
+def test_other_format_version_is_refused(run_dir: Path, tmp_path: Path) -> None:
+    raw = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    raw["zwfs"]["format_version"] = CHECKPOINT_FORMAT[1] + 1  # a future release's file
+    future = tmp_path / "future.ckpt"
+    torch.save(raw, future)
+    with pytest.raises(CheckpointError, match=r"version 2; this zwfs reads .* version 1") as info:
+        load_checkpoint(future)
+    assert "\n" not in str(info.value)
+    del raw["zwfs"]["format"]  # a file from before the format was recorded
+    torch.save(raw, future)
+    with pytest.raises(CheckpointError, match="format None"):
+        read_meta(future)
 
 
 def test_not_a_checkpoint_is_refused(tmp_path: Path) -> None:

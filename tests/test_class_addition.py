@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recon.class_addition import add_class, quantile_normalise
+from recon.nn.class_addition import add_class, quantile_normalise
 
 
 def test_quantile_normalise_keeps_ranks_and_takes_reference_values() -> None:

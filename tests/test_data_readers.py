@@ -89,7 +89,7 @@ def test_torch_dataset_selects_wavelengths_by_value(dataset_path: Path) -> None:
     np.testing.assert_array_equal(x.numpy(), inten[3, ::-1])  # requested order
     np.testing.assert_array_equal(c.numpy(), coeffs[3])
     np.testing.assert_allclose(ds.wavelengths_m, [1.2e-6, 0.96e-6])
-    with pytest.raises(ValueError, match=r"1.1 um is not in the dataset; available: 0.96, 1.2"):
+    with pytest.raises(ValueError, match=r"1.1 um is not available; have 0.96, 1.2"):
         ZWFSDataset(dataset_path, wavelengths_um=[1.1])
     with pytest.raises(ValueError):
         ZWFSDataset(dataset_path, wavelengths_um=[0.962])  # 2e-3 um away: no match

@@ -206,11 +206,11 @@ def test_resume_refuses_other_run_and_corrupt_or_missing_part(tmp_path: Path) ->
     w = open_writer(path)
     write_batches(w, batch=2, stop=2)
     w.close()
-    with pytest.raises(ResumeError, match="different config/seed; use --overwrite"):
+    with pytest.raises(ResumeError, match="different config/seed; use overwrite"):
         open_writer(path, resume=True, attrs=small_attrs(seed=4))
     with pytest.raises(ResumeError, match="different config/seed"):
         open_writer(path, n_samples=12, resume=True)
-    with pytest.raises(DatasetExistsError, match="--resume"):
+    with pytest.raises(DatasetExistsError, match="use resume"):
         open_writer(path)  # a partial run is never discarded silently
     part = part_paths(path)[0]
     part.write_bytes(b"garbage" * 100)
@@ -224,7 +224,7 @@ def test_resume_refuses_other_run_and_corrupt_or_missing_part(tmp_path: Path) ->
 def test_existing_file_kept_unless_overwrite_and_until_finalize(tmp_path: Path) -> None:
     path = make_dataset(tmp_path / "train.h5")
     old = path.read_bytes()
-    with pytest.raises(DatasetExistsError, match="already exists; use --overwrite") as err:
+    with pytest.raises(DatasetExistsError, match="already exists; use overwrite") as err:
         open_writer(path)
     assert "\n" not in str(err.value)
     w = open_writer(path, overwrite=True, attrs=small_attrs(seed=9))

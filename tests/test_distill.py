@@ -14,15 +14,12 @@ import yaml
 from data_helpers import MODES, make_dataset, sample_arrays, static_arrays
 from typer.testing import CliRunner
 
-import recon.cli_distill  # noqa: F401  (registers `recon distill` on the app)
-from recon.checkpoint import load_checkpoint
+from common.config import config_file
 from recon.cli import app
-from recon.config import CONFIG_DIR, load_train_config
-from recon.distill import FeatureTap, LitDistill
-from recon.models import build_model
+from recon.models import NormStats, build_model, load_checkpoint
 from recon.nn.complexity import count_parameters
-from recon.normalization import NormStats
-from recon.train import train
+from recon.train import load_train_config, train
+from recon.train.distill import FeatureTap, LitDistill
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 TEACHER_KW = {"widths": [8, 16, 32], "separable": True}  # quick.yaml's gru: 4x4 bottleneck
@@ -57,7 +54,7 @@ def teacher_run(tiny: Path) -> Path:
 
 def _student_yaml(folder: Path) -> Path:
     """quick.yaml with a 2-level, 4-8 channel phenn."""
-    data = yaml.safe_load((CONFIG_DIR / "quick.yaml").read_text())
+    data = yaml.safe_load(config_file("quick", "recon").read_text())
     data["model_kwargs"]["phenn"] = STUDENT_KW
     path = folder / "student.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -143,7 +140,8 @@ def test_cli_distill_makes_a_smaller_loadable_student(
     assert meta["wavelengths_m"] == tmeta["wavelengths_m"] and meta["npix"] == tmeta["npix"]
     assert meta["normalization"] == tmeta["normalization"]  # the teacher's statistics
     assert count_parameters(student) < count_parameters(teacher)
-    assert student.estimate(_batch()[0]).shape == (4, 16, 16)
+    with torch.no_grad():
+        assert student(_batch()[0]).shape == (4, 1, 16, 16)
 
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     val = [r for r in rows if r.get("val/response")]
@@ -185,10 +183,10 @@ def test_cli_refuses_data_that_do_not_fit_the_teacher(teacher_run: Path, tmp_pat
     assert result.exit_code == 2, result.output
     message = result.output.strip()
     assert "\n" not in message and "teacher" in message, message
-    assert "wavelength 0.96 um is not in the dataset" in message, message
+    assert "wavelength 0.96 um is not available" in message, message
     assert not (tmp_path / "r").exists()  # no run folder for a refused run
 
 
 def test_cli_missing_teacher_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["distill", "--teacher", str(tmp_path), "--arch", "phenn"])
-    assert result.exit_code == 2 and "no teacher checkpoint" in result.output
+    assert result.exit_code == 2 and "no checkpoints/best.ckpt or last.ckpt" in result.output

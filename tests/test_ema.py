@@ -1,4 +1,8 @@
-"""Tests of recon.ema: the EMA update rule and the Lightning callback's weight handling."""
+"""`recon train --ema`: Lightning's weight averaging with an EMA update, as the run uses it.
+
+Checkpoints hold the averaged weights as `state_dict` (what inference loads) and the raw
+training weights as `current_model_state` (what a resume continues from).
+"""
 
 from __future__ import annotations
 
@@ -6,101 +10,48 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from data_helpers import make_dataset
 
-from recon.ema import EMACallback, ModelEMA
+from recon.models import load_checkpoint
+from recon.train import load_train_config, train
 
-
-def _net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
-@pytest.mark.parametrize("decay", [0.0, 0.5, 0.9])
-def test_one_update_is_decay_old_plus_one_minus_decay_new(decay: float) -> None:
-    model = _net()
-    ema = ModelEMA(model, decay)
-    old = [t.detach().clone() for t in [*model.parameters(), *model.buffers()]]
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p))
-        model[1].running_mean.add_(1.0)  # buffers are averaged too
-    new = [t.detach().clone() for t in [*model.parameters(), *model.buffers()]]
-    ema.update_parameters(model)
-    for got, o, n in zip(ema.tensors(), old, new, strict=True):
-        if got.is_floating_point():
-            assert torch.allclose(got, decay * o + (1 - decay) * n, atol=1e-6)
-    # The EMA is a copy: the model itself keeps its new weights.
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), new, strict=False))
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ema")
+    make_dataset(folder / "train.h5", n_samples=32)
+    make_dataset(folder / "val.h5", n_samples=8)
+    return folder
 
 
-def test_ema_starts_equal_to_model_and_rejects_bad_decay() -> None:
-    model = _net()
-    ema = ModelEMA(model, 0.99)
-    assert all(torch.equal(a, b) for a, b in zip(ema.tensors(), model.parameters(), strict=False))
-    with pytest.raises(ValueError, match="decay"):
-        ModelEMA(model, 1.5)
+def _config(folder: Path, tmp: Path, **overrides: object):
+    base = {
+        "data.train": str(folder / "train.h5"),
+        "data.val": str(folder / "val.h5"),
+        "out_dir": str(tmp / "runs"),
+        "batch_size": 8,
+        "epochs": 2,
+        "ema_decay": 0.5,
+    }
+    return load_train_config("quick").with_overrides(**{**base, **overrides})
 
 
-@pytest.mark.filterwarnings("ignore:The dirpath has changed")
-@pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated")
-def test_callback_validates_and_saves_ema_weights(tmp_path: Path) -> None:
-    pl = pytest.importorskip("lightning.pytorch")
-
-    class Tiny(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Linear(2, 1)
-            self.val_weights: list[torch.Tensor] = []
-
-        def training_step(self, batch: list[torch.Tensor], _: int) -> torch.Tensor:
-            return nn.functional.mse_loss(self.net(batch[0]), batch[1])
-
-        def validation_step(self, batch: list[torch.Tensor], _: int) -> None:
-            self.val_weights.append(self.net.weight.detach().clone())
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    torch.manual_seed(0)
-    x = torch.randn(16, 2)
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), 4)
-    callback = EMACallback(decay=0.5)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        callbacks=[callback],
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-    )
-    module = Tiny()
-    trainer.fit(module, data, data)
-    ema_weight = callback.ema.module.net.weight
-    assert callback.ema.n_averaged.item() == 1 + 4  # the initial copy + 4 optimizer steps
-    # Validation ran with the EMA weights; afterwards the raw weights are back.
-    assert torch.equal(module.val_weights[-1], ema_weight)
-    assert not torch.equal(module.net.weight, ema_weight)
-    ckpt_path = next((tmp_path / "checkpoints").glob("*.ckpt"))
-    ckpt = torch.load(ckpt_path, weights_only=False)
-    assert torch.equal(ckpt["state_dict"]["net.weight"], ema_weight)
-    assert torch.equal(ckpt["ema_raw_state_dict"]["net.weight"], module.net.weight)
-
-    # Resuming: the EMA restarts from the checkpoint's (EMA) weights and training
-    # continues from the raw ones.
-    resumed, callback2 = Tiny(), EMACallback(decay=0.5)
-    trainer2 = pl.Trainer(
-        max_epochs=1,
-        callbacks=[callback2],
-        default_root_dir=tmp_path / "resume",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-    )
-    trainer2.fit(resumed, data, data, ckpt_path=ckpt_path)
-    assert torch.equal(resumed.net.weight, module.net.weight)
-    assert torch.equal(callback2.ema.module.net.weight, ema_weight)
+def test_checkpoint_holds_averaged_weights_and_resume_continues(tiny: Path, tmp_path: Path) -> None:
+    run_dir = train(_config(tiny, tmp_path), **QUIET)
+    raw = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    averaged, current = raw["state_dict"], raw["current_model_state"]
+    assert averaged.keys() == current.keys()
+    floats = [k for k, v in averaged.items() if v.is_floating_point() and "running" not in k]
+    # 8 optimizer steps at decay 0.5: the average lags the raw weights
+    assert any(not torch.equal(averaged[k], current[k]) for k in floats)
+    model, _ = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, averaged[f"model.{name}"])
+    # a resume with more epochs continues the same run from the raw weights
+    resumed = train(_config(tiny, tmp_path, epochs=3), resume=run_dir, **QUIET)
+    assert resumed == run_dir
+    again = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert again["global_step"] == 3 * raw["global_step"] // 2
+    assert "current_model_state" in again

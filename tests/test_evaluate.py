@@ -10,12 +10,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import recon.cli_eval  # noqa: F401  (registers eval and loop on recon.cli.app)
 from recon.cli import app
-from recon.estimator import NetworkEstimator, create_baseline, zernike_coefficients
-from recon.evaluate import evaluate, write_report
-from recon.metrics import capture_range
+from recon.estimators import NetworkEstimator, create_baseline
+from recon.evaluation import evaluate, write_report
+from recon.evaluation.metrics import capture_range
 from sim.config import load_sim_config
+from sim.zernike import zernike_coefficients
 
 runner = CliRunner()
 N_SAMPLES = 48
@@ -37,8 +37,8 @@ def test_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _tiny_network(n_wl: int = 1) -> NetworkEstimator:
     """An untrained registered U-Net with training-like statistics (what a checkpoint holds)."""
+    from recon.models import NormStats
     from recon.nn.registry import create_model
-    from recon.normalization import NormStats
 
     torch.manual_seed(0)
     net = create_model("unet", in_ch=n_wl, out_ch=1, widths=(8, 16))
@@ -77,7 +77,12 @@ def test_cli_eval_analytic_writes_the_report(test_set: Path, tmp_path: Path) -> 
 def test_side_by_side_and_wavelength_selection(test_set: Path, tmp_path: Path) -> None:
     analytic = create_baseline("analytic", test_set)
     one, two = _tiny_network(1), _tiny_network(2)
-    report = evaluate({"analytic": analytic, "net1": one, "net2": two}, test_set, batch_size=20)
+    report = evaluate(
+        {"analytic": analytic, "net1": one, "net2": two},
+        test_set,
+        batch_size=20,
+        reference="analytic",
+    )
     est = report["estimators"]
     assert set(est) == {"analytic", "net1", "net2"}
     assert est["net1"]["wavelengths_um"] == [1.0] and est["net2"]["wavelengths_um"] == [0.98, 1.0]
@@ -103,7 +108,7 @@ def test_network_estimator_checks_its_frames(test_set: Path) -> None:
     assert net.estimate(frames[0, 1:2]).shape == (1, 32, 32)  # one (L, H, W) frame
     with pytest.raises(ValueError, match="2 wavelength channels"):
         net.estimate(frames)
-    with pytest.raises(ValueError, match=r"needs 1.2 um"):
+    with pytest.raises(ValueError, match=r"wavelength 1.2 um is not available"):
         NetworkEstimator(net.model, {**net.meta, "wavelengths_m": [1.2e-6]}).estimate(
             frames, wavelengths_m=wl
         )
@@ -114,8 +119,9 @@ def test_network_estimator_checks_its_frames(test_set: Path) -> None:
 
 
 def test_zernike_coefficients_recover_known_modes() -> None:
+    from data.schema import pupil_mask
     from sim.aberrations import opd_from_coefficients
-    from sim.pupil import circular_pupil, pupil_mask
+    from sim.pupil import circular_pupil
     from sim.zernike import zernike_basis
 
     basis = torch.as_tensor(zernike_basis(range(2, 12), 32, 6.0))
@@ -172,8 +178,7 @@ def test_unknown_baseline_is_one_line(test_set: Path) -> None:
 @pytest.mark.slow
 def test_cli_eval_checkpoint_beside_the_baseline(test_set: Path, tmp_path: Path) -> None:
     """A real `recon train` checkpoint (one epoch) evaluated next to the analytic baseline."""
-    from recon.config import load_train_config
-    from recon.train import train
+    from recon.train import load_train_config, train
 
     cfg = load_train_config("quick").with_overrides(
         **{

@@ -10,9 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from recon.cli import app
-from recon.config import load_train_config
-from recon.export import export_model, max_export_error
-from recon.train import train
+from recon.estimators.export import export_model, max_export_error
+from recon.train import load_train_config, train
 from tests.data_helpers import make_dataset
 
 runner = CliRunner()

@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from recon.metrics import capture_range, closed_loop_capture_range, pearson, residual_rms_nm
+from recon.evaluation.metrics import (
+    capture_range,
+    closed_loop_capture_range,
+    pearson,
+    residual_rms_nm,
+)
 
 CENTRES = np.arange(12.5, 500, 25.0)  # one sample at the centre of each 25 nm bin, 0-500 nm
 

@@ -11,9 +11,8 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 from recon.cli import app
-from recon.config import load_train_config
-from recon.predict import Reconstructor
-from recon.train import train
+from recon.estimators import Reconstructor
+from recon.train import load_train_config, train
 from sim.config import load_sim_config
 from sim.generate import generate_dataset
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from data.schema import pupil_mask
 from sim.aberrations import draw_coefficients, opd_from_coefficients, pupil_rms, stream_id
 from sim.config import AberrationConfig
 from sim.detector import add_noise
-from sim.pupil import circular_pupil, pupil_mask
+from sim.pupil import circular_pupil
 from sim.zernike import zernike_basis
 
 

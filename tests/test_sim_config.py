@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.config import ConfigError, load_sim_config, validate_sim_config
+from common.config import ConfigError
+from sim.config import load_sim_config, validate_sim_config
 
 
 def test_defaults_load() -> None:

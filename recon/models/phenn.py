@@ -38,6 +38,8 @@ class PhENN(nn.Module):
         bottleneck: optional registered block applied once at the deepest scale.
         down, up: down- and upsampling modes of `recon.nn.UNet`.
         opd_scale_nm: OPD scale [nm] of the network's unit output.
+        deep_supervision: in training mode also return the U-Net's auxiliary maps [nm]
+            (`recon.nn.UNet`); the training loss then adds `deep_supervision_loss`.
         block_kw: extra keyword arguments for every block.
     """
 
@@ -54,6 +56,7 @@ class PhENN(nn.Module):
         down: str = "conv",
         up: str = "transpose",
         opd_scale_nm: float = 100.0,
+        deep_supervision: bool = False,
         block_kw: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -71,6 +74,7 @@ class PhENN(nn.Module):
             bottleneck=bottleneck,
             down=down,
             up=up,
+            deep_supervision=deep_supervision,
             block_kw=block_kw,
         )
         self.register_buffer("opd_scale_nm", torch.tensor(float(opd_scale_nm)))
@@ -80,8 +84,11 @@ class PhENN(nn.Module):
         """H and W must be multiples of this."""
         return self.unet.size_multiple
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         y = self.unet(x)  # (B, L, H, W) -> (B, 1, H, W), units of opd_scale_nm
+        if isinstance(y, tuple):  # deep supervision in training: (out, [aux (B, 1, h, w)])
+            out, aux = y
+            return out * self.opd_scale_nm, [a * self.opd_scale_nm for a in aux]
         return y * self.opd_scale_nm  # -> nm
 
 

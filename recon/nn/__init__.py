@@ -1,7 +1,7 @@
 """Shared vision-block library: registries, layer factories, blocks, U-Net, complexity.
 
-Importing this package fills the block and model registries (and the loss registry, when
-`recon.losses` exists)::
+Importing this package fills the block and model registries; the loss registry lives
+here too and is filled by importing `recon.losses` (which builds on this package)::
 
     from recon.nn import create_block, create_model, list_blocks
     block = create_block("edgevit", 32, 64, window=4)
@@ -110,15 +110,3 @@ __all__ = [
     "register_model",
     "reparameterize_model",
 ]
-
-
-def _import_losses() -> None:
-    """Register the losses of `recon.losses` when that package exists (it imports this one)."""
-    try:
-        import recon.losses  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "recon.losses":
-            raise
-
-
-_import_losses()

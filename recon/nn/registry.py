@@ -21,6 +21,8 @@ from typing import Any, Generic, TypeVar, overload
 
 import torch.nn as nn
 
+from common.errors import KnownError
+
 __all__ = [
     "BLOCKS",
     "LOSSES",
@@ -44,8 +46,11 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class UnknownNameError(KeyError, ValueError):
-    """A name that is not in a registry; a `KeyError` and a `ValueError`, one-line message."""
+class UnknownNameError(KnownError, KeyError, ValueError):
+    """A name that is not in a registry; one line that lists the known names.
+
+    A `KeyError` and a `ValueError` for library callers, a `KnownError` for the command line.
+    """
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""

@@ -1,0 +1,113 @@
+"""Command-line plumbing of `sim` and `recon`: the one error path, the console, progress.
+
+Every command is wrapped in `one_line_errors`: a known failure (`KnownError`, a missing
+or unwritable path) prints one line ``error: ...`` on stderr, without markup, and exits
+with status 2; an unexpected exception prints its traceback and says that it is a bug.
+"""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from common.errors import KnownError, UserError
+
+__all__ = [
+    "UserError",
+    "console",
+    "err_console",
+    "fail_line",
+    "one_line_errors",
+    "progress_bar",
+]
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_BAD_INPUT = 2
+EXIT_BUG = 1
+EXIT_INTERRUPTED = 130
+_PATH_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+
+
+def fail_line(err: BaseException) -> str:
+    """The one line a known failure prints (flags spelled as the command line spells them)."""
+    text = err.for_command_line() if isinstance(err, KnownError) else str(err)
+    lines = [line for line in text.splitlines() if line.strip()] or [type(err).__name__]
+    return lines[0]
+
+
+def _print_error(message: str) -> None:
+    err_console.print(Text("error: ", style="red") + Text(message), highlight=False, soft_wrap=True)
+
+
+def one_line_errors(func: F) -> F:
+    """Wrap a command: known failures -> one line and exit 2; bugs -> traceback and exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except (KnownError, *_PATH_ERRORS) as err:
+            _print_error(fail_line(err))
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt:
+            err_console.print(Text("interrupted", style="yellow"))
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as err:
+            traceback.print_exc()
+            _print_error(
+                f"unexpected {type(err).__name__}: this is a bug in zwfs; please report it "
+                "with the traceback above and the command you ran"
+            )
+            raise typer.Exit(EXIT_BUG) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(total: int, label: str, transient: bool = True) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar with a rate and time left; yields ``advance(k)``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+    )
+    task = bar.add_task(label, total=total, rate="")
+
+    def advance(k: int) -> None:
+        bar.advance(task, k)
+        speed = bar.tasks[task].speed
+        bar.update(task, rate=f"{speed:,.0f}/s" if speed else "")
+
+    with bar:
+        yield advance

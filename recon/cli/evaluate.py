@@ -1,0 +1,86 @@
+"""`recon eval`: reconstructors side by side on one test set; JSON, Markdown and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from common.cli import UserError, console, progress_bar
+from recon.cli.options import (
+    BatchOpt,
+    DataOpt,
+    DeviceOpt,
+    MaxOpt,
+    NameOpt,
+    OutOpt,
+    WavelengthOpt,
+    build_estimators,
+    check_data,
+    count_samples,
+)
+
+__all__ = ["eval_command"]
+
+
+def eval_command(
+    sources: Annotated[
+        list[str] | None, typer.Argument(help="checkpoints or run folders (side by side)")
+    ] = None,
+    data: DataOpt = Path("datasets/test.h5"),
+    baseline: Annotated[
+        list[str] | None, typer.Option("--baseline", help="baseline name, e.g. analytic")
+    ] = None,
+    wavelength: WavelengthOpt = None,
+    out: OutOpt = None,
+    max_samples: MaxOpt = None,
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = "cpu",
+    name: NameOpt = None,
+) -> None:
+    """Evaluate reconstructors on a test set: JSON, Markdown and PNG report, capture ranges."""
+    from recon.estimators import AnalyticEstimator
+    from recon.evaluation import default_out_dir, evaluate, write_report
+
+    check_data(data)
+    total = count_samples(data, max_samples)  # one-line error for a bad file, before any model
+    estimators = build_estimators(sources or [], baseline or [], data, wavelength, device, name)
+    reference = next((k for k, e in estimators.items() if isinstance(e, AnalyticEstimator)), None)
+    try:
+        with progress_bar(total, "evaluating") as advance:
+            report = evaluate(
+                estimators, data, batch_size, max_samples, progress=advance, reference=reference
+            )
+    except ValueError as err:
+        raise UserError(str(err).splitlines()[0]) from None
+    folder = out or default_out_dir("eval")
+    paths = write_report(report, folder)
+    from rich.table import Table
+
+    table = Table(title=f"{report['data']['n_samples']} samples of {data}")
+    for col in (
+        "estimator",
+        "wavelengths (um)",
+        "capture range (nm)",
+        "strict (nm)",
+        "crossing (nm)",
+        "ratio to analytic",
+        "median residual (nm)",
+        "median Pearson",
+    ):
+        table.add_column(col, justify="left" if col == "estimator" else "right")
+    for name, e in report["estimators"].items():
+        s, ratio, cross = e["summary"], e["ratio_to_analytic"], e["crossing_nm"]
+        table.add_row(
+            name,
+            ", ".join(f"{w:g}" for w in e["wavelengths_um"]),
+            f"{e['capture_range_nm']:.0f}",
+            f"{e['capture_range_strict_nm']:.0f}",
+            "-" if cross is None else f"{cross:.1f}",
+            "-" if ratio is None else f"{ratio:.2f}",
+            f"{s['median_residual_nm']:.2f}",
+            f"{s['median_pearson']:.4f}",
+        )
+    console.print(table)
+    console.print(f"report: {paths['json'].parent}/ (report.json, report.md, *.png)")

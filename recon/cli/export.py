@@ -1,0 +1,37 @@
+"""`recon export`: a trained model as TorchScript or ONNX for real-time AO software."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from common.cli import UserError, console
+
+__all__ = ["export_command"]
+
+
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="run folder or .ckpt file")],
+    fmt: Annotated[str, typer.Option("--format", help="torchscript | onnx")] = "torchscript",
+    out: Annotated[Path | None, typer.Option(help="output file [beside the checkpoint]")] = None,
+    tolerance: Annotated[float, typer.Option(help="largest allowed relative difference")] = 1e-5,
+) -> None:
+    """Export the model (normalisation included) and check it against the eager model."""
+    from recon.estimators.export import FORMATS, export_model, max_export_error
+    from recon.models import resolve_checkpoint
+
+    if fmt not in FORMATS:
+        raise UserError(f"unknown --format '{fmt}': use one of {', '.join(FORMATS)}")
+    ckpt = resolve_checkpoint(checkpoint)
+    try:
+        with console.status(f"exporting {ckpt} as {fmt}..."):
+            path = export_model(ckpt, fmt, out)  # type: ignore[arg-type]
+            err = max_export_error(ckpt, path)
+    except ImportError as exc:
+        raise UserError(f"{exc}: pip install 'zwfs[export]'") from None
+    console.print(f"wrote {path}")
+    console.print(f"max |exported - eager| / max |eager| = {err:.1e} (tolerance {tolerance:g})")
+    if err > tolerance:
+        raise UserError(f"the exported model differs from the eager one by {err:.1e}")

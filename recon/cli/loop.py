@@ -1,0 +1,69 @@
+"""`recon loop`: closed-loop correction with any estimator; closed-loop capture range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from common.cli import UserError, console, progress_bar
+from recon.cli.options import (
+    BatchOpt,
+    DataOpt,
+    DeviceOpt,
+    MaxOpt,
+    OutOpt,
+    WavelengthOpt,
+    build_estimators,
+    check_data,
+    count_samples,
+)
+
+__all__ = ["loop_command"]
+
+
+def loop_command(
+    source: Annotated[
+        str | None, typer.Argument(help="checkpoint, run folder or baseline name")
+    ] = None,
+    data: DataOpt = Path("datasets/test.h5"),
+    baseline: Annotated[str | None, typer.Option("--baseline", help="baseline name")] = None,
+    iterations: Annotated[int, typer.Option("--iterations", min=1, help="loop steps")] = 5,
+    gain: Annotated[float, typer.Option("--gain", help="loop gain, (0, 2]")] = 1.0,
+    wavelength: WavelengthOpt = None,
+    out: OutOpt = None,
+    max_samples: MaxOpt = None,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Closed loop: correct by gain x estimate, re-simulate, repeat; closed-loop capture range."""
+    from recon.estimators import list_baselines
+    from recon.evaluation import closed_loop, default_out_dir, write_loop_report
+
+    check_data(data)
+    if (source is None) == (baseline is None):
+        raise UserError("give one of: a checkpoint or run folder, or --baseline NAME")
+    if source is not None and not Path(source).exists() and source.lower() in list_baselines():
+        source, baseline = None, source
+    ests = build_estimators(
+        [source] if source else [], [baseline] if baseline else [], data, wavelength, device
+    )
+    (est,) = ests.values()
+    n = count_samples(data, max_samples)
+    try:
+        with progress_bar(n, "closed loop") as advance:
+            report = closed_loop(
+                est, data, iterations, gain, batch_size, max_samples, device, progress=advance
+            )
+    except ValueError as err:
+        raise UserError(str(err).splitlines()[0]) from None
+    paths = write_loop_report(report, out or default_out_dir("loop"))
+    meds = ", ".join(f"{m:.1f}" for m in report["median_by_iteration_nm"])
+    console.print(f"{report['estimator']}: median residual RMS by iteration (nm): {meds}")
+    largest = report["largest_passing_nm"]
+    console.print(
+        f"closed-loop capture range: {report['capture_range_nm']:.0f} nm (largest passing bin "
+        + ("edge: none, no bin passes)" if largest is None else f"edge {largest:.0f} nm)")
+    )
+    console.print(f"report: {paths['json'].parent}/ (loop.json, loop.md, loop.png)")

@@ -1,0 +1,91 @@
+"""Options and helpers shared by `recon eval`, `recon loop` and `recon predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from common.cli import UserError
+
+__all__ = [
+    "BatchOpt",
+    "DataOpt",
+    "DeviceOpt",
+    "MaxOpt",
+    "NameOpt",
+    "OutOpt",
+    "WavelengthOpt",
+    "build_estimators",
+    "check_data",
+    "count_samples",
+]
+
+DataOpt = Annotated[Path, typer.Option("--data", help="test dataset file (sim generate)")]
+WavelengthOpt = Annotated[
+    float | None,
+    typer.Option("--wavelength", help="wavelength of the baselines [um] (default 1.0)"),
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="report folder [reports/<kind>-<time>]")]
+MaxOpt = Annotated[int | None, typer.Option("--max-samples", min=1, help="first N samples only")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="samples per batch")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="torch device of networks and engine")]
+NameOpt = Annotated[
+    list[str] | None,
+    typer.Option("--name", help="report label of each checkpoint, in order [arch@wavelengths]"),
+]
+
+
+def check_data(data: Path) -> None:
+    if not data.exists():
+        raise UserError(
+            f"no dataset at {data}; make one with: sim generate --config quick --split test "
+            f"--n 3000 --out {data}"
+        )
+
+
+def count_samples(data: Path, max_samples: int | None) -> int:
+    """Samples to run: the file's count, capped by --max-samples (checks the file)."""
+    from recon.evaluation import open_test_set
+
+    with open_test_set(data) as ts:
+        return min(ts.n, max_samples) if max_samples else ts.n
+
+
+def build_estimators(
+    sources: list[str],
+    baselines: list[str],
+    data: Path,
+    wavelength_um: float | None,
+    device: str = "cpu",
+    names: list[str] | None = None,
+) -> dict[str, Any]:
+    """Label -> estimator for checkpoints / run folders and baseline names (one-line errors).
+
+    Baselines come first. Labels: `names` for the sources, in order, else the estimator's
+    own (arch and wavelengths, e.g. ``phenn@1um``); a repeated label gets ``#2``, ``#3``.
+    """
+    from recon.estimators import NetworkEstimator, create_baseline
+
+    built: list[Any] = []
+    try:
+        built += [create_baseline(b, data, wavelength_um=wavelength_um) for b in baselines]
+        built += [NetworkEstimator.from_checkpoint(src, device=device) for src in sources]
+    except ValueError as err:  # unknown names, wavelengths, bad checkpoints
+        raise UserError(str(err).splitlines()[0]) from None
+    if not built:
+        raise UserError("give a checkpoint or run folder, or --baseline analytic")
+    labels = list(names or [])
+    if len(labels) > len(sources):
+        raise UserError(f"{len(labels)} --name values for {len(sources)} checkpoints")
+    out: dict[str, Any] = {}
+    for i, est in enumerate(built):
+        k_source = i - len(baselines)
+        base = labels[k_source] if 0 <= k_source < len(labels) else est.name
+        label, k = base, 2
+        while label in out:
+            label, k = f"{base}#{k}", k + 1
+        est.name = label
+        out[label] = est
+    return out

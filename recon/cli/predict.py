@@ -1,0 +1,78 @@
+"""`recon predict`: OPD maps and Zernike coefficients from lab FITS frames or a dataset file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from common.cli import UserError, console
+from data.schema import pupil_mask
+
+__all__ = ["predict_command"]
+
+
+def _frames_from_dataset(path: Path, max_samples: int | None) -> tuple[np.ndarray, list[float]]:
+    from data.readers import open_dataset
+
+    ds = open_dataset(path)
+    n = ds.sizes["sample"] if max_samples is None else min(max_samples, ds.sizes["sample"])
+    frames = ds["intensity"].isel(sample=slice(0, n)).values  # (B, L, H, W)
+    return frames, [float(w) for w in ds["wavelength"].values]
+
+
+def predict_command(
+    checkpoint: Annotated[Path, typer.Argument(help="run folder or .ckpt file")],
+    frames: Annotated[Path | None, typer.Option(help="ZWFS frame or cube (FITS)")] = None,
+    clear: Annotated[Path | None, typer.Option(help="clear-pupil frame (FITS)")] = None,
+    dark: Annotated[Path | None, typer.Option(help="dark frame (FITS)")] = None,
+    data: Annotated[Path | None, typer.Option(help="a dataset file (.h5) instead of FITS")] = None,
+    wavelengths: Annotated[
+        str | None, typer.Option(help="the FITS channels' wavelengths, um [the model's]")
+    ] = None,
+    max_samples: Annotated[int | None, typer.Option(help="with --data: first N samples")] = None,
+    out: Annotated[Path | None, typer.Option(help="result .fits or .h5")] = None,
+) -> None:
+    """Reconstruct the OPD [nm] and its Noll coefficients with a trained network."""
+    from data.lab import load_lab_frames
+    from recon.estimators import Reconstructor, write_prediction
+
+    if out is not None and out.suffix.lower() not in (".fits", ".fit", ".fts", ".h5", ".hdf5"):
+        raise UserError(f"--out {out} must end in .fits or .h5")
+    if (frames is None) == (data is None):
+        raise UserError("give either --frames with --clear (FITS), or --data (a dataset file)")
+    if frames is not None and clear is None:
+        raise UserError("--frames needs --clear: the clear-pupil frame normalises the intensities")
+    rec = Reconstructor.from_checkpoint(checkpoint)
+    if data is not None:
+        if not data.is_file():
+            raise FileNotFoundError(f"no dataset at {data}")
+        x, wl_m = _frames_from_dataset(data, max_samples)
+        source = str(data)
+    else:
+        lab = load_lab_frames(frames, clear, dark, npix=rec.estimator.npix)
+        x = lab.intensity
+        wl_m = [float(w) * 1e-6 for w in wavelengths.split(",")] if wavelengths else None
+        source = str(frames)
+    try:
+        result = rec(x, wl_m)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    out = out or (
+        Path(source)
+        .with_name(Path(source).stem + "_opd")
+        .with_suffix(".fits" if data is None else ".h5")
+    )
+    write_prediction(result, out, source)
+    table = Table(title=f"{len(result.opd_nm)} frame(s) -> {out}")
+    for col in ("frame", "OPD RMS [nm]", "largest modes (Noll j: nm)"):
+        table.add_column(col, justify="right")
+    inside = pupil_mask(result.pupil)
+    for i, (opd, c) in enumerate(zip(result.opd_nm[:10], result.coefficients_nm[:10], strict=True)):
+        top = np.argsort(-np.abs(c))[:3]
+        modes = ", ".join(f"{result.modes[k]}: {c[k]:+.0f}" for k in top)
+        table.add_row(str(i), f"{opd[inside].std():.1f}", modes)
+    console.print(table)

@@ -1,0 +1,138 @@
+"""`recon train`: the training config from a YAML file and the flags, then a run.
+
+Heavy imports (torch, Lightning) happen inside the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from common.cli import UserError, console
+
+__all__ = ["build_config", "floats", "train_command"]
+
+DEFAULT_TRAIN = Path("datasets/train.h5")
+RESUMABLE = ("epochs", "devices", "accelerator", "num_nodes")  # may change on --resume
+
+
+def floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def _devices(text: str | None) -> int | str | None:
+    if text is None or text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--devices must be an integer or 'auto', got {text!r}") from None
+
+
+def build_config(
+    *,
+    config: str | None,
+    arch: str | None,
+    data: Path | None,
+    val: Path | None,
+    resume: Path | None,
+    **flags: object,
+):  # -> TrainConfig (imported lazily)
+    """The training config from a YAML file (or the run's, on resume) and the flags.
+
+    flags: dotted TrainConfig field names -> values (None: not given).
+    """
+    from recon.train import load_train_config
+
+    if resume is not None:
+        changed = [k for k, v in flags.items() if v is not None and k not in RESUMABLE]
+        changed += [
+            n
+            for n, v in (("--config", config), ("--arch", arch), ("--data", data), ("--val", val))
+            if v is not None
+        ]
+        if changed:
+            raise UserError(
+                f"{', '.join(changed)} cannot change when resuming: the run's config.yaml "
+                f"fixes them (only {', '.join(RESUMABLE)} may change); start a new run instead"
+            )
+        run_cfg = Path(resume) / "config.yaml"
+        if not run_cfg.is_file():
+            raise FileNotFoundError(f"{resume} is not a run folder (no config.yaml)")
+        return load_train_config(run_cfg).with_overrides(**flags)
+    name = config or (arch if arch in ("phenn", "gru") else "phenn")
+    cfg = load_train_config(name)
+    overrides: dict[str, object] = dict(flags)
+    overrides["arch"] = arch
+    if data is not None:
+        overrides["data.train"] = str(data)
+        # a validation file next to the given training file (else a split of it)
+        overrides["data.val"] = str(val if val is not None else data.parent / "val.h5")
+    elif val is not None:
+        overrides["data.val"] = str(val)
+    return cfg.with_overrides(**overrides)
+
+
+def train_command(
+    arch: Annotated[str | None, typer.Option(help="registered model: phenn, gru, ...")] = None,
+    data: Annotated[Path | None, typer.Option(help="training file [datasets/train.h5]")] = None,
+    val: Annotated[
+        Path | None, typer.Option(help="validation file [val.h5 beside --data; else 10% split]")
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config", "-c", help="packaged config name (phenn, gru, quick) or YAML path"
+        ),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="samples per batch per device")] = None,
+    lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
+    wavelengths: Annotated[
+        str | None, typer.Option(help="subset to train on, um, comma-separated (e.g. 1.0)")
+    ] = None,
+    devices: Annotated[str | None, typer.Option(help="devices per node: N or auto")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="auto | cpu | gpu")] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="nodes (multi-node DDP / SLURM)")] = None,
+    precision: Annotated[str | None, typer.Option(help="32 | bf16-mixed | 16-mixed")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="run folder to continue from its last.ckpt")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="parent folder of run folders [runs]")] = None,
+    ema: Annotated[float | None, typer.Option(help="EMA decay of the weights, e.g. 0.999")] = None,
+    progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+) -> None:
+    """Train a network that maps ZWFS intensities to the OPD map [nm]."""
+    from recon.train import train
+    from recon.train.data import missing_dataset_message
+
+    cfg = build_config(
+        config=config,
+        arch=arch,
+        data=data,
+        val=val,
+        resume=resume,
+        **{
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "optim.lr": lr,
+            "data.wavelengths_um": floats(wavelengths, "--wavelengths") if wavelengths else None,
+            "devices": _devices(devices),
+            "accelerator": accelerator,
+            "num_nodes": num_nodes,
+            "precision": precision,
+            "seed": seed,
+            "out_dir": str(out) if out is not None else None,
+            "ema_decay": ema,
+        },
+    )
+    if resume is None and not cfg.data.train.is_file():
+        raise FileNotFoundError(missing_dataset_message(cfg.data.train))
+    run_dir = train(cfg, resume=resume, enable_progress_bar=progress)
+    console.print(f"run folder: {run_dir}")

@@ -1,0 +1,110 @@
+"""Export a trained reconstructor for real-time AO software: TorchScript or ONNX.
+
+The exported graph is the whole `ReconModel` (per-wavelength normalisation and the
+network): clear-pupil-normalised intensities (B, L, H, W) -> OPD (B, 1, H, W) in nm.
+The checkpoint's metadata (wavelengths, sampling, units) travels inside the file:
+TorchScript as an extra file `zwfs_meta.json`, ONNX as metadata properties.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from recon.models import load_checkpoint
+
+__all__ = ["FORMATS", "export_model", "max_export_error"]
+
+FORMATS = ("torchscript", "onnx")
+META_FILE = "zwfs_meta.json"
+
+
+def _portable_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    keep = ("arch", "model_kwargs", "wavelengths_m", "npix", "checkpoint")
+    out = {k: meta[k] for k in keep if k in meta}
+    out.update(
+        input="intensity (B, L, H, W), clear-pupil normalised", output="opd (B, 1, H, W) [nm]"
+    )
+    return json.loads(json.dumps(out, default=str))
+
+
+def _example(meta: dict[str, Any], batch: int = 2) -> torch.Tensor:
+    n_l, npix = len(meta["wavelengths_m"]), int(meta["npix"])
+    gen = torch.Generator().manual_seed(0)
+    return 0.5 + torch.rand(batch, n_l, npix, npix, generator=gen)  # typical normalised levels
+
+
+def export_model(
+    checkpoint: str | Path,
+    fmt: Literal["torchscript", "onnx"],
+    out: str | Path | None = None,
+) -> Path:
+    """Write the exported model next to the checkpoint (or to `out`); returns its path."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format '{fmt}': use one of {', '.join(FORMATS)}")
+    model, meta = load_checkpoint(checkpoint)
+    model.eval()
+    meta = {**meta, "checkpoint": str(checkpoint)}
+    suffix = ".pt" if fmt == "torchscript" else ".onnx"
+    out = Path(out) if out else Path(checkpoint).with_suffix(suffix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = _example(meta)
+    info = json.dumps(_portable_meta(meta))
+    tmp = out.with_name(out.name + ".tmp")
+    with torch.no_grad():
+        if fmt == "torchscript":
+            traced = torch.jit.trace(model, example, check_trace=False)
+            torch.jit.save(traced, str(tmp), _extra_files={META_FILE: info})
+        else:
+            _export_onnx(model, example, tmp, info)
+    tmp.replace(out)
+    return out
+
+
+def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, info: str) -> None:
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError(
+            "ONNX export needs the 'export' extra: pip install 'zwfs[export]'"
+        ) from None
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        input_names=["intensity"],
+        output_names=["opd_nm"],
+        dynamic_shapes={"intensity": {0: batch}},
+        verbose=False,
+    )
+    proto = program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "zwfs_meta", info
+    onnx.save(proto, str(path))
+
+
+def _run_exported(path: Path, x: np.ndarray) -> np.ndarray:
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {"intensity": x})[0]
+    loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        return loaded(torch.from_numpy(x)).numpy()
+
+
+def max_export_error(checkpoint: str | Path, exported: str | Path, batch: int = 3) -> float:
+    """Largest |exported - eager| / max|eager| on random frames of an unseen batch size."""
+    model, meta = load_checkpoint(checkpoint)
+    model.eval()
+    x = _example(meta, batch=batch)
+    with torch.no_grad():
+        eager = model(x).numpy()
+    got = _run_exported(Path(exported), x.numpy())
+    return float(np.abs(got - eager).max() / np.abs(eager).max())

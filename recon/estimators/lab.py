@@ -1,0 +1,114 @@
+"""Lab inference: OPD maps [nm] and Noll Zernike coefficients from real or simulated frames.
+
+From a lab script (plain torch, no Lightning)::
+
+    from recon.estimators import Reconstructor
+    rec = Reconstructor.from_checkpoint("runs/gru-.../checkpoints/best.ckpt")
+    result = rec(frames)                 # frames (L, H, W) or (B, L, H, W), clear-pupil normalised
+    result.opd_nm, result.coefficients_nm, result.modes
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from recon.estimators.network import NetworkEstimator
+from sim.zernike import zernike_basis, zernike_coefficients
+
+__all__ = ["Prediction", "Reconstructor", "write_prediction"]
+
+DEFAULT_MODES = tuple(range(2, 37))
+
+
+@dataclass
+class Prediction:
+    """opd_nm (B, H, W) piston-free OPD [nm]; coefficients_nm (B, M) [nm RMS]; modes (M,) Noll j."""
+
+    opd_nm: np.ndarray
+    coefficients_nm: np.ndarray
+    modes: np.ndarray
+    wavelengths_m: np.ndarray
+    pupil: np.ndarray
+
+
+class Reconstructor:
+    """A trained network with a Zernike projection: frames in, OPD and coefficients out."""
+
+    def __init__(self, estimator: NetworkEstimator, modes: Sequence[int] = DEFAULT_MODES) -> None:
+        self.estimator = estimator
+        self.modes = np.asarray(modes, dtype=np.int32)
+        npix = estimator.npix
+        # the grid of the model: array width = pupil diameter (unit diameter here)
+        self.basis = zernike_basis(list(self.modes), npix, 1.0)
+        self.mask = estimator.mask
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, modes: Sequence[int] = DEFAULT_MODES, device: str = "cpu"
+    ) -> Reconstructor:
+        """Load a `recon train` checkpoint (file or run folder)."""
+        return cls(NetworkEstimator.from_checkpoint(path, device=device), modes)
+
+    def __call__(
+        self, frames: np.ndarray, wavelengths_m: Sequence[float] | None = None
+    ) -> Prediction:
+        """Reconstruct frames (L, H, W) or (B, L, H, W); see `NetworkEstimator.estimate`."""
+        opd = self.estimator.estimate(frames, wavelengths_m)  # -> (B, H, W) [nm]
+        coeffs = zernike_coefficients(opd, self.basis, self.mask)  # -> (B, M) [nm RMS]
+        return Prediction(
+            opd_nm=opd.astype(np.float32),
+            coefficients_nm=np.asarray(coeffs, dtype=np.float32),
+            modes=self.modes,
+            wavelengths_m=np.asarray(self.estimator.wavelengths_m),
+            pupil=self.mask.astype(np.float32),
+        )
+
+
+def write_prediction(pred: Prediction, out: str | os.PathLike, source: str) -> Path:
+    """Write OPD maps and coefficients with units: FITS (.fits) or HDF5 (.h5); atomic rename."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix.lower() in (".fits", ".fit", ".fts"):
+        _write_fits(pred, tmp, source)
+    elif out.suffix.lower() in (".h5", ".hdf5"):
+        _write_h5(pred, tmp, source)
+    else:
+        raise ValueError(f"output {out} must end in .fits or .h5")
+    os.replace(tmp, out)
+    return out
+
+
+def _write_fits(pred: Prediction, path: Path, source: str) -> None:
+    from astropy.io import fits
+
+    primary = fits.PrimaryHDU(pred.opd_nm)
+    primary.header["BUNIT"] = ("nm", "optical path difference, piston removed")
+    primary.header["SOURCE"] = (source[-68:], "frames the OPD was reconstructed from")
+    for i, w in enumerate(pred.wavelengths_m):
+        primary.header[f"WAVE{i}"] = (float(w), "[m] wavelength of input channel")
+    coeffs = fits.ImageHDU(pred.coefficients_nm, name="COEFFS")
+    coeffs.header["BUNIT"] = ("nm", "RMS per Noll Zernike mode")
+    coeffs.header["NOLL0"] = (int(pred.modes[0]), "Noll index of the first column")
+    modes = fits.ImageHDU(pred.modes, name="MODES")
+    pupil = fits.ImageHDU(pred.pupil, name="PUPIL")
+    fits.HDUList([primary, coeffs, modes, pupil]).writeto(path, overwrite=True)
+
+
+def _write_h5(pred: Prediction, path: Path, source: str) -> None:
+    with h5py.File(path, "w") as f:
+        f.attrs["source"] = source
+        for name, data, units in (
+            ("opd", pred.opd_nm, "nm"),
+            ("coefficients", pred.coefficients_nm, "nm"),
+            ("mode", pred.modes, "Noll index"),
+            ("wavelength", pred.wavelengths_m, "m"),
+            ("pupil", pred.pupil, "1"),
+        ):
+            f.create_dataset(name, data=data).attrs["units"] = units

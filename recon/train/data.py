@@ -1,0 +1,132 @@
+"""Training data: the datasets, their checks, and the loaders (`recon train`).
+
+`load_data(cfg)` opens the training file (and the validation file, or splits a seeded
+share off the training file) and checks that they match the config and each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from common.config import ConfigError
+from data.schema import DatasetError
+from data.torch_dataset import ZWFSDataset
+from recon.train.config import TrainConfig
+
+__all__ = [
+    "DatasetMismatchError",
+    "TrainData",
+    "ZWFSDataModule",
+    "load_data",
+    "missing_dataset_message",
+]
+
+
+class DatasetMismatchError(ConfigError):
+    """A dataset does not match the config (wavelengths, sampling) or the other split."""
+
+
+@dataclass
+class TrainData:
+    """Training and validation sets (items: intensity (L, H, W), opd (1, H, W) [nm])."""
+
+    train: Dataset
+    val: Dataset
+    train_indices: np.ndarray  # indices of `train` in `source`
+    source: ZWFSDataset  # the training file
+    val_source: str  # the validation file, or "split of <train>"
+
+
+def missing_dataset_message(path: Path, role: str = "training") -> str:
+    """The one message for a dataset that is not there, with the command that makes it."""
+    split = "val" if role == "validation" else "train"
+    return (
+        f"{role} dataset {path} not found; make it with: "
+        f"sim generate --n 8000 --split {split} --out {path}"
+    )
+
+
+def _open(path: Path, wavelengths_um: Sequence[float] | None, role: str) -> ZWFSDataset:
+    if not path.is_file():
+        raise FileNotFoundError(missing_dataset_message(path, role))
+    try:
+        return ZWFSDataset(path, wavelengths_um=wavelengths_um)
+    except DatasetError as err:
+        raise DatasetMismatchError(str(err)) from None
+    except ValueError as err:  # a requested wavelength is not in the file
+        raise DatasetMismatchError(
+            f"{role} dataset {path}: {err} (config data.wavelengths_um)"
+        ) from None
+
+
+def _check_match(ds: ZWFSDataset, cfg: TrainConfig, role: str) -> None:
+    if cfg.data.npix is not None and ds.npix != cfg.data.npix:
+        raise DatasetMismatchError(
+            f"{role} dataset {ds.path} has {ds.npix} px, the config (data.npix) asks for "
+            f"{cfg.data.npix} px"
+        )
+
+
+def load_data(cfg: TrainConfig) -> TrainData:
+    """Open train (and val, or split a seeded `val_fraction` off train); check they match."""
+    train_ds = _open(cfg.data.train, cfg.data.wavelengths_um, "training")
+    _check_match(train_ds, cfg, "training")
+    wl_um = [float(w) * 1e6 for w in train_ds.wavelengths_m]
+    if cfg.data.val is not None and cfg.data.val.is_file():
+        val_ds = _open(cfg.data.val, wl_um, "validation")
+        if val_ds.npix != train_ds.npix:
+            raise DatasetMismatchError(
+                f"validation dataset {val_ds.path} has {val_ds.npix} px, "
+                f"training dataset {train_ds.path} {train_ds.npix} px"
+            )
+        return TrainData(train_ds, val_ds, np.arange(len(train_ds)), train_ds, str(val_ds.path))
+    n = len(train_ds)
+    n_val = max(1, round(cfg.data.val_fraction * n))
+    if n - n_val < 1:
+        raise DatasetMismatchError(f"training dataset {train_ds.path} is too small to split ({n})")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).numpy()
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return TrainData(
+        Subset(train_ds, train_idx.tolist()),
+        Subset(train_ds, val_idx.tolist()),
+        train_idx,
+        train_ds,
+        f"seeded {cfg.data.val_fraction:g} split of {train_ds.path}",
+    )
+
+
+class ZWFSDataModule(pl.LightningDataModule):
+    """Loaders with epoch-seeded, rank-aware shuffling (the same order after a resume)."""
+
+    def __init__(self, data: TrainData, batch_size: int, num_workers: int, seed: int) -> None:
+        super().__init__()
+        self.data = data
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+
+    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = DistributedSampler(ds, world, rank, shuffle=train, seed=self.seed)
+        per_rank = len(sampler)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=sampler,  # Lightning calls sampler.set_epoch(epoch)
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=train and per_rank > self.batch_size,  # no 1-sample BatchNorm batch
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data.train, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data.val, False)

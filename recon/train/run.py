@@ -1,0 +1,256 @@
+"""`recon train`: datasets, run folder, Lightning Trainer; `train(cfg) -> run_dir`.
+
+Run folder ``<out_dir>/<arch>-<YYYYmmdd-HHMMSS>/``: ``config.yaml`` (resolved),
+``checkpoints/best.ckpt`` and ``last.ckpt``, ``metrics.csv`` (every Lightning CSV log of
+the run, resumes included; per-attempt logs under ``logs/``), TensorBoard logs under
+``tb/`` when tensorboard is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    WeightAveraging,
+)
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+from common.provenance import local_stamp, utc_now_iso
+from data.schema import package_versions
+from data.torch_dataset import ZWFSDataset
+from recon.models import CHECKPOINT_FORMAT, NormStats, build_model
+from recon.train.config import TrainConfig
+from recon.train.data import DatasetMismatchError, TrainData, ZWFSDataModule, load_data
+from recon.train.module import LitRecon
+from recon.train.normalization import compute_stats
+
+__all__ = [
+    "build_trainer",
+    "checkpoint_meta",
+    "fit_run",
+    "new_run_dir",
+    "train",
+]
+
+RUN_DIR_ENV = "ZWFS_RUN_DIR"
+"""Environment variable that hands the run folder to DDP worker processes."""
+
+
+def new_run_dir(cfg: TrainConfig, tag: str = "") -> Path:
+    """A new run folder, shared by every process of one run (DDP workers, SLURM tasks).
+
+    The launching process picks the folder and hands it to the DDP worker processes it
+    starts through the environment variable `RUN_DIR_ENV` (removed after the run).
+    """
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return (cfg.out_dir / f"{cfg.arch}{tag}-slurm{job}").absolute()  # tasks start apart
+    base = (cfg.out_dir / f"{cfg.arch}{tag}-{local_stamp()}").absolute()
+    run_dir, k = base, 0
+    while run_dir.exists():  # two runs in the same second
+        k += 1
+        run_dir = base.with_name(f"{base.name}-{k}")
+    return run_dir
+
+
+def _sim_config(ds: ZWFSDataset) -> Any:
+    text = ds.attrs.get("config")
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except json.JSONDecodeError:
+        return text
+
+
+def checkpoint_meta(
+    cfg: TrainConfig, data: TrainData, stats: NormStats, n_wl: int
+) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild and describe the model without Lightning."""
+    src = data.source
+    return {
+        "format": CHECKPOINT_FORMAT[0],
+        "format_version": CHECKPOINT_FORMAT[1],
+        "arch": cfg.arch,
+        "model_kwargs": {**cfg.kwargs, "in_ch": n_wl, "out_ch": 1},
+        "wavelengths_m": [float(w) for w in src.wavelengths_m],
+        "npix": src.npix,
+        "pupil": src.pupil.clone(),
+        "normalization": stats.to_dict(),
+        "train_config": cfg.model_dump(mode="json"),
+        "sim_config": _sim_config(src),
+        "data": {
+            "train": str(src.path),
+            "val": data.val_source,
+            "split": src.attrs.get("split"),
+            "seed": src.attrs.get("seed"),
+            "fingerprint": src.attrs.get("fingerprint"),
+        },
+        "versions": {**package_versions(), "lightning": pl.__version__},
+        "created": utc_now_iso(),
+    }
+
+
+def _loggers(run_dir: Path) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(run_dir, name="logs")]
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        loggers.append(TensorBoardLogger(run_dir, name="tb"))
+    return loggers
+
+
+def build_trainer(
+    cfg: TrainConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = (), **overrides: Any
+) -> pl.Trainer:
+    """Lightning Trainer: checkpoints, early stopping, LR monitor, EMA, DDP when > 1 device."""
+    cbs: list[pl.Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor="val/loss",
+            mode="min",
+            save_top_k=1,
+            save_last=True,
+            enable_version_counter=False,
+        ),
+        LearningRateMonitor(logging_interval="epoch"),
+    ]
+    if cfg.early_stopping_patience is not None:
+        cbs.append(EarlyStopping("val/loss", patience=cfg.early_stopping_patience, mode="min"))
+    if cfg.ema_decay is not None:  # Lightning's weight averaging with an EMA update
+        cbs.append(
+            WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        )
+    multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
+    kwargs: dict[str, Any] = {
+        "max_epochs": cfg.epochs,
+        "accelerator": cfg.accelerator,
+        "devices": cfg.devices,
+        "num_nodes": cfg.num_nodes,
+        "strategy": "ddp" if multi else "auto",
+        "precision": cfg.precision,
+        "gradient_clip_val": cfg.optim.grad_clip,
+        "callbacks": [*cbs, *callbacks],
+        "logger": _loggers(run_dir),
+        "log_every_n_steps": cfg.log_every_n_steps,
+        "use_distributed_sampler": False,  # ZWFSDataModule shards and seeds itself
+        "default_root_dir": run_dir,
+        **overrides,
+    }
+    return pl.Trainer(**kwargs)
+
+
+def merge_metrics(run_dir: Path) -> Path | None:
+    """Concatenate ``logs/version_*/metrics.csv`` (in order) into ``run_dir/metrics.csv``."""
+    parts = sorted(
+        (run_dir / "logs").glob("version_*/metrics.csv"),
+        key=lambda p: int(p.parent.name.split("_")[1]),
+    )
+    rows: list[dict[str, str]] = []
+    keys: list[str] = []
+    for part in parts:
+        with part.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            keys += [k for k in reader.fieldnames or [] if k not in keys]
+            rows += list(reader)
+    if not rows:
+        return None
+    out = run_dir / "metrics.csv"
+    with out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def check_size(model: torch.nn.Module, npix: int) -> None:
+    multiple = getattr(model, "size_multiple", 1)
+    if npix % multiple:
+        raise DatasetMismatchError(
+            f"the data's {npix} px is not a multiple of {multiple}, which the model's depth "
+            "needs (one factor 2 per level): use fewer widths or another sampling"
+        )
+
+
+def resolve(cfg: TrainConfig, data: TrainData) -> TrainConfig:
+    """The config with the data's wavelengths and sampling filled in (what a resume checks)."""
+    wl_um = [round(float(w) * 1e6, 6) for w in data.source.wavelengths_m]
+    return cfg.with_overrides(**{"data.wavelengths_um": wl_um, "data.npix": data.source.npix})
+
+
+def train(
+    cfg: TrainConfig,
+    resume: str | os.PathLike | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+    **trainer_overrides: Any,
+) -> Path:
+    """Train `cfg.arch` on `cfg.data`; returns the run folder.
+
+    Args:
+        cfg: training config (for a resume: the run's own ``config.yaml``, possibly with
+            more epochs).
+        resume: a run folder to continue from its ``checkpoints/last.ckpt``.
+        callbacks: extra Lightning callbacks.
+        **trainer_overrides: extra `lightning.pytorch.Trainer` arguments (tests, debugging).
+    """
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_data(cfg)
+    cfg = resolve(cfg, data)
+    n_wl = len(data.source.wavelengths_m)
+    stats = compute_stats(
+        data.source, data.source.pupil, data.train_indices, cfg.data.stats_samples
+    )
+    model = build_model(cfg.arch, cfg.kwargs, n_wl, stats)
+    check_size(model.net, data.source.npix)
+    ckpt_path = None
+    if resume is not None:
+        run_dir = Path(resume).absolute()
+        ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
+    else:
+        run_dir = new_run_dir(cfg)
+    lit = LitRecon(cfg, model, data.source.pupil, checkpoint_meta(cfg, data, stats, n_wl))
+    return fit_run(cfg, lit, data, run_dir, callbacks, ckpt_path, **trainer_overrides)
+
+
+def fit_run(
+    cfg: TrainConfig,
+    lit: pl.LightningModule,
+    data: TrainData,
+    run_dir: Path,
+    callbacks: Sequence[pl.Callback] = (),
+    ckpt_path: Path | None = None,
+    extra_files: dict[str, str] | None = None,
+    **trainer_overrides: Any,
+) -> Path:
+    """Write the run folder's config, fit `lit` on `data`, assemble metrics.csv; returns run_dir."""
+    if rank_zero_only.rank == 0:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        for name, text in (extra_files or {}).items():
+            (run_dir / name).write_text(text)
+    dm = ZWFSDataModule(data, cfg.batch_size, cfg.data.num_workers, cfg.seed)
+    trainer = build_trainer(cfg, run_dir, callbacks, **trainer_overrides)
+    own_env = RUN_DIR_ENV not in os.environ
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP workers started by fit() read it
+    try:
+        trainer.fit(lit, datamodule=dm, ckpt_path=ckpt_path)
+    finally:
+        if own_env:
+            os.environ.pop(RUN_DIR_ENV, None)
+        if trainer.is_global_zero:
+            merge_metrics(run_dir)
+    return run_dir
