@@ -32,11 +32,14 @@ class KnownError(Exception):
     """
 
     def __str__(self) -> str:
-        return render_message(super().__str__(), flags=False)
+        return render_message(self._text(), flags=False)
 
     def for_command_line(self) -> str:
         """The message with parameters written as command-line flags."""
-        return render_message(super().__str__(), flags=True)
+        return render_message(self._text(), flags=True)
+
+    def _text(self) -> str:
+        return str(self.args[0]) if self.args else type(self).__name__
 
 
 class UserError(KnownError):

@@ -18,7 +18,14 @@ from data.schema import (
     SchemaError,
 )
 
-__all__ = ["attr_value", "check_dataset_file", "open_dataset", "open_h5", "virtual_source_files"]
+__all__ = [
+    "attr_value",
+    "check_dataset_file",
+    "dataset_bytes",
+    "open_dataset",
+    "open_h5",
+    "virtual_source_files",
+]
 
 
 def attr_value(value: Any) -> Any:
@@ -29,6 +36,14 @@ def attr_value(value: Any) -> Any:
     if arr.dtype.kind in "iufb" and arr.size == 1:
         return arr.reshape(()).item()
     return value
+
+
+def dataset_bytes(path: str | os.PathLike) -> int:
+    """Bytes on disk of a dataset: the file, plus its shards when it is a sharded master."""
+    path = Path(path)
+    with open_h5(path) as f:
+        shards = virtual_source_files(f)
+    return path.stat().st_size + sum(p.stat().st_size for p in shards if p.is_file())
 
 
 def virtual_source_files(f: h5py.File) -> list[Path]:

@@ -201,7 +201,9 @@ def generate(
     )
     with progress_bar(n, "simulating", transient=False) as advance:
         path = run_generation(plan, progress=advance)
-    console.print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB)")
+    from data.readers import dataset_bytes
+
+    console.print(f"wrote {path} ({dataset_bytes(path) / 1e9:.2f} GB)")
 
 
 @app.command()

@@ -314,12 +314,29 @@ def _generate_sharded(
     common: dict,
     progress: ProgressFn | None,
 ) -> Path:
-    jobs, paths = _shard_jobs(out, n, max(workers, 1), resume, common)
-    if scheduler is not None:
-        _run_on_dask(scheduler, jobs, progress)
-    else:
+    if scheduler is None:
+        jobs, paths = _shard_jobs(out, n, max(workers, 1), resume, common)
         _run_on_processes(jobs, progress)
+        return combine_shards(paths, out, overwrite=common["overwrite"])
+    with _dask_client(scheduler) as client:
+        if workers == 1:  # the cluster's size: one shard per Dask worker
+            workers = max(1, min(n, len(client.scheduler_info().get("workers", {}))))
+        jobs, paths = _shard_jobs(out, n, workers, resume, common)
+        _run_on_dask(client, jobs, progress)
     return combine_shards(paths, out, overwrite=common["overwrite"])
+
+
+def _dask_client(address: str) -> Any:
+    """A `distributed.Client` of the scheduler at `address` (one-line errors)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise RequestError("{scheduler} needs dask.distributed: pip install 'zwfs[dask]'") from None
+    try:
+        return Client(address, timeout="10s")
+    except OSError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RequestError(f"cannot reach the Dask scheduler at {address}: {first}") from None
 
 
 def _run_on_processes(jobs: list[GenerateJob], progress: ProgressFn | None) -> None:
@@ -337,16 +354,13 @@ def _run_on_processes(jobs: list[GenerateJob], progress: ProgressFn | None) -> N
                 progress(job.stop - job.start)
 
 
-def _run_on_dask(address: str, jobs: list[GenerateJob], progress: ProgressFn | None) -> None:
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise RequestError("{scheduler} needs dask.distributed: pip install 'zwfs[dask]'") from None
-    with Client(address) as client:
-        futures = client.map(run_job, jobs, pure=False)
-        done = dict(zip(futures, jobs, strict=True))
-        for future in as_completed(futures):
-            future.result()
-            if progress:
-                job = done[future]
-                progress(job.stop - job.start)
+def _run_on_dask(client: Any, jobs: list[GenerateJob], progress: ProgressFn | None) -> None:
+    from distributed import as_completed
+
+    futures = client.map(run_job, jobs, pure=False)
+    done = dict(zip(futures, jobs, strict=True))
+    for future in as_completed(futures):
+        future.result()
+        if progress:
+            job = done[future]
+            progress(job.stop - job.start)

@@ -122,3 +122,27 @@ def test_mismatched_inputs_are_refused() -> None:
     tilt, mask = _ramp()
     with pytest.raises(ValueError, match="mask"):
         residual_rms_nm(tilt, tilt, mask[:4])
+
+
+def test_loop_table_bins_as_the_capture_range_does(tmp_path) -> None:
+    """The loop report's per-bin rows use the metrics' binning: the largest true RMS,
+    exactly on a bin edge (100 nm), sits in the last bin of both tables."""
+    from recon.evaluation import bin_masks, write_loop_report
+
+    true = np.array([10.0, 30.0, 60.0, 75.0, 99.0, 100.0])
+    final = np.array([1.0, 2.0, 3.0, 20.0, 30.0, 40.0])
+    cr = closed_loop_capture_range(true, final)
+    assert [b.count for b in cr.bins] == [1, 1, 1, 3]
+    assert [int(m.sum()) for m in bin_masks(true, 25.0, 4)] == [1, 1, 1, 3]
+    report = {
+        "estimator": "test", "data": "none", "n_samples": true.size, "iterations": 1,
+        "gain": 1.0, "wavelengths_um": [1.0], "noise": False,
+        "capture_range_nm": cr.capture_range_nm, "largest_passing_nm": cr.largest_passing_nm,
+        "capture_range": cr.to_dict(),
+        "per_sample": {"residual_rms_nm": np.stack([true, final], axis=1).tolist()},
+    }  # fmt: skip
+    md = write_loop_report(report, tmp_path)["markdown"].read_text()
+    rows = [line.split("|") for line in md.splitlines() if line.startswith("| 75-100")]
+    (row,) = rows
+    assert int(row[2]) == 3  # n: 75, 99 and the 100 nm sample
+    assert float(row[4]) == pytest.approx(np.median([20.0, 30.0, 40.0]))  # last iteration

@@ -48,6 +48,7 @@ from recon.nn.blocks import (
     ShuffleBlock,
     reparameterize_model,
 )
+from recon.nn.class_addition import add_class, quantile_normalise
 from recon.nn.complexity import (
     ModelComplexity,
     count_flops,
@@ -88,6 +89,7 @@ __all__ = [
     "UNetDecoder",
     "UNetEncoder",
     "UnknownNameError",
+    "add_class",
     "count_flops",
     "count_parameters",
     "create_act",
@@ -105,6 +107,7 @@ __all__ = [
     "measure_latency",
     "measure_throughput",
     "profile_model",
+    "quantile_normalise",
     "register_block",
     "register_loss",
     "register_model",

@@ -52,9 +52,6 @@ class UnknownNameError(KnownError, KeyError, ValueError):
     A `KeyError` and a `ValueError` for library callers, a `KnownError` for the command line.
     """
 
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
-
 
 class Registry(Generic[F]):
     """A mapping from lower-case names to constructors (classes or factory functions).

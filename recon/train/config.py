@@ -20,7 +20,9 @@ from pydantic import (
     model_validator,
 )
 
+import recon.models  # noqa: F401  (register the models that `arch` may name)
 from common.config import apply_dotted, check_wavelengths_um, read_yaml_mapping, validate_model
+from recon.nn.registry import MODELS
 
 __all__ = [
     "DataConfig",
@@ -128,6 +130,7 @@ class TrainConfig(_Strict):
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
+        MODELS.get(self.arch)  # an unknown name fails here, listing the known ones
         if isinstance(self.devices, int) and self.devices < 1:
             raise ValueError(f"devices must be >= 1 or 'auto', got {self.devices}")
         return self
