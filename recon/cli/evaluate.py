@@ -40,13 +40,12 @@ def eval_command(
     name: NameOpt = None,
 ) -> None:
     """Evaluate reconstructors on a test set: JSON, Markdown and PNG report, capture ranges."""
-    from recon.estimators import AnalyticEstimator
     from recon.evaluation import default_out_dir, evaluate, write_report
 
     check_data(data)
     total = count_samples(data, max_samples)  # one-line error for a bad file, before any model
     estimators = build_estimators(sources or [], baseline or [], data, wavelength, device, name)
-    reference = next((k for k, e in estimators.items() if isinstance(e, AnalyticEstimator)), None)
+    reference = next(iter(estimators)) if baseline else None  # the first --baseline
     try:
         with progress_bar(total, "evaluating") as advance:
             report = evaluate(
