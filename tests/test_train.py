@@ -299,3 +299,20 @@ def test_ddp_on_cpu_with_two_processes(tiny: Path, tmp_path: Path) -> None:
     # 32 samples over 2 ranks, batch 8: 2 steps per epoch (one process would take 4)
     assert ckpt["global_step"] == 2
     assert (run_dir / "metrics.csv").is_file()
+
+
+def test_budget_stops_training_and_the_lr_follows_it(tiny: Path, tmp_path: Path) -> None:
+    """`budget_s` ends a run of 10,000 epochs after ~4 s, and the cosine schedule has
+    annealed by then (it follows the share of the budget spent, not the epochs)."""
+    import time
+
+    cfg = _tiny_config(tiny, epochs=10_000, budget_s=4.0, out_dir=str(tmp_path / "runs"))
+    start = time.monotonic()
+    run_dir = train(cfg, **QUIET)
+    elapsed = time.monotonic() - start
+    assert elapsed < 4.0 + 20.0, elapsed  # the budget plus start-up and the last epoch
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    lrs = [float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")]
+    epochs = {r["epoch"] for r in rows if r.get("val/loss")}
+    assert 2 <= len(epochs) < 10_000
+    assert lrs[-1] < 0.5 * lrs[0], lrs  # the schedule moved with the clock

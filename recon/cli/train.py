@@ -15,7 +15,7 @@ from common.cli import UserError, console
 __all__ = ["build_config", "floats", "train_command"]
 
 DEFAULT_TRAIN = Path("datasets/train.h5")
-RESUMABLE = ("epochs", "devices", "accelerator", "num_nodes")  # may change on --resume
+RESUMABLE = ("epochs", "budget_s", "devices", "accelerator", "num_nodes")  # may change on --resume
 
 
 def floats(text: str, name: str) -> list[float]:
@@ -23,6 +23,21 @@ def floats(text: str, name: str) -> list[float]:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UserError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def duration_s(text: str, name: str) -> float:
+    """Seconds from ``90``, ``90s``, ``12m`` or ``1.5h``."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        raise UserError(
+            f"{name} must be a duration such as 90s, 12m or 1.5h, got {text!r}"
+        ) from None
+    if not seconds > 0:
+        raise UserError(f"{name} must be positive, got {text!r}")
+    return seconds
 
 
 def _devices(text: str | None) -> int | str | None:
@@ -106,6 +121,10 @@ def train_command(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="parent folder of run folders [runs]")] = None,
     ema: Annotated[float | None, typer.Option(help="EMA decay of the weights, e.g. 0.999")] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(help="wall-time budget, e.g. 5m: stop when spent; the LR follows it"),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
 ) -> None:
     """Train a network that maps ZWFS intensities to the OPD map [nm]."""
@@ -130,6 +149,7 @@ def train_command(
             "seed": seed,
             "out_dir": str(out) if out is not None else None,
             "ema_decay": ema,
+            "budget_s": duration_s(budget, "--budget") if budget else None,
         },
     )
     if resume is None and not cfg.data.train.is_file():

@@ -106,6 +106,12 @@ class TrainConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     loss: LossConfig = LossConfig()
     epochs: int = Field(50, ge=1, le=100_000)
+    budget_s: float | None = Field(
+        None,
+        gt=0,
+        description="wall-time budget [s]: training stops when it is spent (or after `epochs`), "
+        "and the cosine schedule follows the share spent; None: epochs alone",
+    )
     batch_size: int = Field(32, ge=1, le=65_536, description="per device")
     early_stopping_patience: int | None = Field(
         10, ge=1, description="epochs without val/loss improvement; None: off"

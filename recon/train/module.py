@@ -10,6 +10,7 @@ to rebuild the model with plain torch (STYLE item 13). A network with deep super
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import lightning.pytorch as pl
@@ -121,10 +122,20 @@ class LitRecon(pl.LightningModule):
         optimizer = torch.optim.AdamW(self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
         if opt.schedule == "none":
             return optimizer
+        if opt.schedule == "cosine" and self.cfg.budget_s is not None:
+            # a wall-time budget: the cosine follows the share of the budget spent, per step
+            self._clock_start = time.monotonic()
+            scheduler: Any = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda _step: self.cosine_of(self.budget_spent())
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
         if opt.schedule == "cosine":
             # closed form in the epoch, T = the trainer's max_epochs at each step: a resume
             # with more epochs stretches the schedule instead of restarting it
-            scheduler: Any = torch.optim.lr_scheduler.LambdaLR(
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lambda epoch: self.cosine_factor(epoch)
             )
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler}}
@@ -142,13 +153,22 @@ class LitRecon(pl.LightningModule):
     def cosine_factor(self, epoch: int) -> float:
         """LR / peak LR at `epoch` of a cosine decay to `min_lr` over the run's max_epochs."""
         total = max(int(self.trainer.max_epochs or 1), 1)
+        return self.cosine_of(epoch / total)
+
+    def cosine_of(self, progress: float) -> float:
+        """LR / peak LR after a share `progress` in [0, 1] of the run (cosine to `min_lr`)."""
         floor = self.cfg.optim.min_lr / self.cfg.optim.lr
-        progress = min(epoch / total, 1.0)
+        progress = min(max(progress, 0.0), 1.0)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def budget_spent(self) -> float:
+        """Share of the wall-time budget (`cfg.budget_s`) spent since the optimiser was built."""
+        assert self.cfg.budget_s is not None
+        return (time.monotonic() - self._clock_start) / self.cfg.budget_s
 
     def on_train_start(self) -> None:
         # after a resume: the learning rate of the current epoch under this run's schedule
-        if self.cfg.optim.schedule != "cosine":
+        if self.cfg.optim.schedule != "cosine" or self.cfg.budget_s is not None:
             return
         for config in self.trainer.lr_scheduler_configs:
             sched = config.scheduler

@@ -9,6 +9,7 @@ the run, resumes included; per-attempt logs under ``logs/``), TensorBoard logs u
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import importlib.util
 import json
 import os
@@ -136,6 +137,7 @@ def build_trainer(
     multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
     kwargs: dict[str, Any] = {
         "max_epochs": cfg.epochs,
+        "max_time": None if cfg.budget_s is None else dt.timedelta(seconds=cfg.budget_s),
         "accelerator": cfg.accelerator,
         "devices": cfg.devices,
         "num_nodes": cfg.num_nodes,
