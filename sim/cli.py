@@ -176,6 +176,9 @@ def generate(
     overwrite: Annotated[bool, typer.Option(help="replace an existing file")] = False,
     resume: Annotated[bool, typer.Option(help="finish an interrupted run")] = False,
     fsync: Annotated[bool, typer.Option(help="make each batch durable against power loss")] = False,
+    engine: Annotated[
+        str, typer.Option(help="fast (batched, torch) | poppy (POPPY itself: the slow reference)")
+    ] = "fast",
 ) -> None:
     """Simulate a ZWFS dataset (HDF5 that xarray opens) from a config.
 
@@ -192,13 +195,15 @@ def generate(
     plan = plan_generation(
         cfg, out or Path("datasets") / f"{split}.h5", n, split=split, seed=seed,
         batch_size=batch_size, device=device, overwrite=overwrite, resume=resume,
-        workers=workers, scheduler=scheduler, fsync=fsync,
+        workers=workers, scheduler=scheduler, fsync=fsync, engine=engine,
     )  # fmt: skip
     console.print(
         f"{n} samples of '{split}', {cfg.pupil.npix} px, wavelengths {cfg.wavelengths_um} um, "
         f"RMS {cfg.aberration.rms_min_nm:g}-{cfg.aberration.rms_max_nm:g} nm -> {plan.out} "
         f"(~{plan.size_bytes / 1e9:.2f} GB)"
     )
+    if plan.fresh_resume:
+        console.print(f"--resume: no partial run of {plan.out} to continue; starting it")
     with progress_bar(n, "simulating", transient=False) as advance:
         path = run_generation(plan, progress=advance)
     from data.readers import dataset_bytes

@@ -8,6 +8,7 @@ run split over processes (shards) or over a Dask cluster, writes the same sample
 
 from __future__ import annotations
 
+import glob
 import itertools
 import os
 from collections.abc import Callable
@@ -21,13 +22,14 @@ import torch
 
 from common.errors import KnownError
 from data.shards import combine_shards, shard_path
-from data.writer import DatasetWriter, check_free_space, estimate_size_bytes
+from data.writer import DatasetWriter, check_free_space, estimate_size_bytes, part_paths
 from sim.aberrations import draw_coefficients, opd_from_coefficients, stream_id
 from sim.config import SimConfig
 from sim.detector import add_noise
 from sim.zwfs import ZWFSModel
 
 __all__ = [
+    "ENGINES",
     "ENGINE_NAME",
     "SPLITS",
     "GenerateJob",
@@ -39,7 +41,12 @@ __all__ = [
     "run_generation",
 ]
 
-ENGINE_NAME = "zwfs.sim.ZWFSModel (batched semi-analytic Babinet MFT, PyTorch)"
+ENGINES = {
+    "fast": "zwfs.sim.ZWFSModel (batched semi-analytic Babinet MFT, PyTorch)",
+    "poppy": "poppy SemiAnalyticCoronagraph (zwfs.sim.poppy_ref.PoppyZWFS, one frame per call)",
+}
+"""`sim generate --engine`: the name written into each file's ``engine`` attribute."""
+ENGINE_NAME = ENGINES["fast"]
 SPLITS = ("train", "val", "test")
 ProgressFn = Callable[[int], None]
 
@@ -76,6 +83,7 @@ class GenerateJob:
     resume: bool
     threads: int | None = None
     fsync: bool = False
+    engine: str = "fast"
 
     @property
     def cfg_model(self) -> SimConfig:
@@ -83,10 +91,10 @@ class GenerateJob:
         return SimConfig.model_validate_json(self.cfg_json)
 
 
-def _attrs(cfg: SimConfig, split: str, seed: int) -> dict:
+def _attrs(cfg: SimConfig, split: str, seed: int, engine: str = "fast") -> dict:
     return {
         "config": cfg.model_dump_json(indent=1),
-        "engine": ENGINE_NAME,
+        "engine": ENGINES[engine],
         "seed": int(seed),
         "split": split,
         "title": "ZWFS simulated dataset",
@@ -105,6 +113,7 @@ def run_job(job: GenerateJob, progress: ProgressFn | None = None) -> str:
         torch.set_num_threads(job.threads)
     cfg = job.cfg_model
     model = ZWFSModel(cfg, device=job.device)
+    optics = model if job.engine == "fast" else _PoppyOptics(cfg)
     basis, mask = model.basis(), model.mask
     stream = stream_id(job.split)
     with DatasetWriter(
@@ -115,7 +124,7 @@ def run_job(job: GenerateJob, progress: ProgressFn | None = None) -> str:
         modes=cfg.aberration.modes,
         npix=cfg.pupil.npix // cfg.detector.binning,
         pixel_scale_m=cfg.pixel_scale_m * cfg.detector.binning,
-        attrs=_attrs(cfg, job.split, job.seed),
+        attrs=_attrs(cfg, job.split, job.seed, job.engine),
         overwrite=job.overwrite,
         resume=job.resume,
         durable=job.fsync,
@@ -127,14 +136,16 @@ def run_job(job: GenerateJob, progress: ProgressFn | None = None) -> str:
                 writer.write_static(
                     pupil=_binned_pupil(model),
                     reference_clear=model.reference_clear().float().cpu().numpy(),
-                    reference_zwfs=model.reference_zwfs().float().cpu().numpy(),
+                    reference_zwfs=_reference_zwfs(model, optics),
                 )
         pupil_pixels = int(model.detector_mask.sum())
         # One writer thread: HDF5 writes of batch k overlap the optics of batch k + 1.
         with ThreadPoolExecutor(max_workers=1) as io:
             pending: Future | None = None
             for a, b in _batches(writer.next_sample, job.stop, job.batch_size):
-                arrays = _simulate_batch(model, basis, mask, job, stream, a, b, pupil_pixels)
+                arrays = _simulate_batch(
+                    model, optics, basis, mask, job, stream, a, b, pupil_pixels
+                )
                 if pending is not None:
                     pending.result()  # at most one batch in flight: bounded memory
                 pending = io.submit(writer.write_batch, a, **arrays)
@@ -148,6 +159,7 @@ def run_job(job: GenerateJob, progress: ProgressFn | None = None) -> str:
 
 def _simulate_batch(
     model: ZWFSModel,
+    optics: Callable[[torch.Tensor], torch.Tensor],
     basis: torch.Tensor,
     mask: torch.Tensor,
     job: GenerateJob,
@@ -168,7 +180,7 @@ def _simulate_batch(
             basis,
             mask,
         )
-        intensity = model(opd).float().cpu().numpy()
+        intensity = optics(opd).float().cpu().numpy()  # (B, N, N) nm -> (B, L, N, N)
     photons, read_noise = cfg.detector.photons, cfg.detector.read_noise_e
     intensity = add_noise(intensity, idx, job.seed, stream, photons, read_noise, pupil_pixels)
     return {
@@ -177,6 +189,31 @@ def _simulate_batch(
         "coefficients": coeffs_t.float().cpu().numpy(),
         "rms": rms.astype(np.float32),
     }
+
+
+class _PoppyOptics:
+    """POPPY's own ZWFS as the optics of `sim generate --engine poppy`: one frame per call.
+
+    The same call as `ZWFSModel`: OPD (B, N, N) [nm] -> normalised frames (B, L, N/b, N/b).
+    """
+
+    def __init__(self, cfg: SimConfig) -> None:
+        from sim.poppy_ref import PoppyZWFS  # the only path of `sim generate` to POPPY
+
+        self.cfg = cfg
+        self.reference = PoppyZWFS(cfg)
+
+    def __call__(self, opd_nm: torch.Tensor) -> torch.Tensor:
+        maps = opd_nm.detach().double().cpu().numpy()
+        frames = [[self.reference.intensity(m, w) for w in self.cfg.wavelengths_um] for m in maps]
+        return torch.as_tensor(np.asarray(frames))
+
+
+def _reference_zwfs(model: ZWFSModel, optics: Callable) -> np.ndarray:
+    """The unaberrated ZWFS frames (L, N/b, N/b) through the job's optics."""
+    if optics is model:
+        return model.reference_zwfs().float().cpu().numpy()
+    return optics(torch.zeros_like(model.pupil)[None])[0].float().cpu().numpy()
 
 
 def _binned_pupil(model: ZWFSModel) -> np.ndarray:
@@ -209,6 +246,8 @@ class GenerationPlan:
     scheduler: str | None
     fsync: bool
     size_bytes: int
+    engine: str = "fast"
+    fresh_resume: bool = False  # --resume found no partial run: it starts one
 
 
 def plan_generation(
@@ -225,6 +264,7 @@ def plan_generation(
     workers: int = 1,
     scheduler: str | None = None,
     fsync: bool = False,
+    engine: str = "fast",
 ) -> GenerationPlan:
     """Check a request before anything is written (one-line `RequestError`s)."""
     out = Path(out)
@@ -238,8 +278,12 @@ def plan_generation(
         raise RequestError(f"output {out} should end in .h5 (HDF5, netCDF4-compatible)")
     if batch_size < 1:
         raise RequestError(f"{{batch_size}} must be >= 1, got {batch_size}")
+    if engine not in ENGINES:
+        raise RequestError(f"unknown {{engine}} {engine!r}: use one of {', '.join(ENGINES)}")
     if out.exists() and not (overwrite or resume):
         raise RequestError(f"{out} already exists; use {{overwrite}} to replace it")
+    fresh_resume = resume and not out.exists() and not _partial_run_exists(out)
+    resume = resume and not fresh_resume  # nothing to resume: start the run
     npix = cfg.pupil.npix // cfg.detector.binning
     needed = estimate_size_bytes(n, len(cfg.wavelengths_um), npix, len(cfg.aberration.modes))
     check_free_space(out, needed)
@@ -247,7 +291,15 @@ def plan_generation(
         cfg=cfg, out=out, n=n, split=split, seed=cfg.seed if seed is None else seed,
         batch_size=batch_size, device=resolve_device(device), overwrite=overwrite,
         resume=resume, workers=workers, scheduler=scheduler, fsync=fsync, size_bytes=needed,
+        fresh_resume=fresh_resume, engine=engine,
     )  # fmt: skip
+
+
+def _partial_run_exists(out: Path) -> bool:
+    """A `<out>.part` of a single-process run, or any shard (or its `.part`) of a sharded one."""
+    if part_paths(out)[0].exists():
+        return True
+    return any(out.parent.glob(f"{glob.escape(out.stem)}.shard-*-of-*{out.suffix}*"))
 
 
 def run_generation(plan: GenerationPlan, progress: ProgressFn | None = None) -> Path:
@@ -262,6 +314,7 @@ def run_generation(plan: GenerationPlan, progress: ProgressFn | None = None) -> 
     common = dict(
         cfg_json=plan.cfg.model_dump_json(), n_total=plan.n, split=plan.split, seed=plan.seed,
         batch_size=plan.batch_size, device=plan.device, overwrite=plan.overwrite, fsync=plan.fsync,
+        engine=plan.engine,
     )  # fmt: skip
     if plan.workers == 1 and plan.scheduler is None:
         job = GenerateJob(path=str(plan.out), start=0, stop=plan.n, resume=plan.resume, **common)

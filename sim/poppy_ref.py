@@ -7,23 +7,29 @@ planes [pupil, pupil (OPD), image (dot), pupil (Lyot), detector], fpm_index=2,
 with an image-plane element whose complex transmission is exp(i theta) inside the
 dot and 1 outside, so that the Babinet factor 1 - T is (1 - exp(i theta)) * dot.
 The re-imaged pupil field is read from `return_intermediates`.
+
+Only this module (used by `sim check`, `sim bench`, `sim generate --engine poppy` and the
+tests) imports POPPY, through `import_poppy`, which keeps POPPY on NumPy: POPPY switches
+to CuPy whenever CuPy imports, and its CuPy arrays would not mix with the NumPy here.
 """
 
 from __future__ import annotations
 
-import astropy.units as u
 import numpy as np
-import poppy
 import torch
-from poppy.optics import AnalyticImagePlaneElement
 
 from data.schema import pupil_mask
 from sim.config import SimConfig
 from sim.detector import bin_frames
 from sim.mask import dot_footprint, dot_phase_rad
+from sim.poppy_numpy import import_poppy
 from sim.pupil import circular_pupil
 
-__all__ = ["PoppyZWFS"]
+poppy = import_poppy()
+import astropy.units as u  # noqa: E402  (after POPPY is on NumPy)
+from poppy.optics import AnalyticImagePlaneElement  # noqa: E402
+
+__all__ = ["PoppyZWFS", "import_poppy"]
 
 _RAD_TO_ARCSEC = 180 / np.pi * 3600
 _LYOT_INTERMEDIATE = 5  # index of the recombined Lyot-plane wavefront in SAMC's intermediates

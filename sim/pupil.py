@@ -1,13 +1,10 @@
-"""Pupil-plane grid and the grey-edged circular pupil (POPPY's `CircularAperture`)."""
+"""Pupil-plane grid and the grey-edged circular pupil (exact pixel areas, as POPPY's)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PUPIL_THRESHOLD", "circular_pupil", "pupil_coordinates_m", "pupil_mask"]
-
-PUPIL_THRESHOLD = 0.5
-"""A pixel is 'inside the pupil' when its transmission is at least this (metrics, RMS)."""
+__all__ = ["circular_pupil", "pupil_coordinates_m"]
 
 
 def pupil_coordinates_m(npix: int, diameter_m: float) -> np.ndarray:
@@ -19,18 +16,43 @@ def pupil_coordinates_m(npix: int, diameter_m: float) -> np.ndarray:
 def circular_pupil(npix: int, diameter_m: float) -> np.ndarray:
     """Transmission (npix, npix) of a circular pupil with grey (area-weighted) edge pixels.
 
-    Made by POPPY's own `CircularAperture(gray_pixel=True)` on a `Wavefront` whose
-    array width is the pupil diameter, so the POPPY reference and the fast engine
-    see the very same pupil.
+    Each pixel holds the exact area of its overlap with the disk, as POPPY's
+    `CircularAperture(gray_pixel=True)` does (its `geometry.pixwt`) on a `Wavefront`
+    whose array width is the pupil diameter: disk centred on the array centre
+    ((npix - 1) / 2 for even and odd npix), radius npix / 2 pixels. Pixels wholly
+    inside are exactly 1, wholly outside exactly 0; the map is 8-fold symmetric bit
+    for bit. In pixel units the result does not depend on `diameter_m`.
     """
-    import astropy.units as u
-    import poppy
+    if npix < 1 or diameter_m <= 0:
+        raise ValueError(f"need npix >= 1 and diameter_m > 0, got {npix}, {diameter_m}")
+    radius_px = npix / 2.0
+    first = npix // 2  # the quadrant x, y >= 0 (for odd npix with the central row/column)
+    edges_px = np.arange(first, npix + 1) - radius_px  # pixel edges; exact in float64
+    quadrant = _quadrant_area(edges_px[None, :], edges_px[:, None], radius_px)
+    area = quadrant[1:, 1:] - quadrant[1:, :-1] - quadrant[:-1, 1:] + quadrant[:-1, :-1]
+    area = np.clip(0.5 * (area + area.T), 0.0, 1.0)
 
-    wave = poppy.Wavefront(diam=diameter_m * u.m, npix=npix, oversample=1)
-    aperture = poppy.CircularAperture(radius=diameter_m / 2 * u.m, gray_pixel=True)
-    return np.asarray(aperture.get_transmission(wave), dtype=np.float64)
+    # Nearest and farthest squared distance of each pixel from the centre: exact sums of
+    # squared half-integers, so the wholly-inside / wholly-outside tests are exact.
+    lo, hi = edges_px[:-1], edges_px[1:]
+    far2 = np.maximum(lo**2, hi**2)
+    near2 = np.where((lo < 0) & (hi > 0), 0.0, np.minimum(lo**2, hi**2))
+    r2 = radius_px**2
+    area[far2[:, None] + far2[None, :] <= r2] = 1.0
+    area[near2[:, None] + near2[None, :] >= r2] = 0.0
+
+    half = np.concatenate([area[:, ::-1][:, :first], area], axis=1)  # mirror in x
+    return np.concatenate([half[::-1][:first], half], axis=0)  # mirror in y
 
 
-def pupil_mask(pupil: np.ndarray) -> np.ndarray:
-    """Boolean (H, W): pixels counted as inside the pupil (transmission >= 0.5)."""
-    return pupil >= PUPIL_THRESHOLD
+def _quadrant_area(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
+    """Signed area of the disk (centre 0, `radius`) within [0, x] x [0, y] (odd in x and y)."""
+    ax = np.minimum(np.abs(x), radius)
+    ay = np.minimum(np.abs(y), radius)
+    r2 = radius**2
+    x_top = np.sqrt(np.maximum(r2 - ay**2, 0.0))  # where the circle meets the line y = ay
+    y_side = np.sqrt(np.maximum(r2 - ax**2, 0.0))  # ... and the line x = ax
+    # Corner outside the disk: two triangles from the centre plus the sector between them.
+    cut = 0.5 * (x_top * ay + ax * y_side + r2 * (np.arctan2(ay, x_top) - np.arctan2(y_side, ax)))
+    area = np.where(ax**2 + ay**2 <= r2, ax * ay, cut)
+    return np.sign(x) * np.sign(y) * area

@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from common.cli import UserError, console
-from data.schema import pupil_mask
 
 __all__ = ["predict_command"]
 
@@ -70,6 +69,8 @@ def predict_command(
     table = Table(title=f"{len(result.opd_nm)} frame(s) -> {out}")
     for col in ("frame", "OPD RMS [nm]", "largest modes (Noll j: nm)"):
         table.add_column(col, justify="right")
+    from data.schema import pupil_mask
+
     inside = pupil_mask(result.pupil)
     for i, (opd, c) in enumerate(zip(result.opd_nm[:10], result.coefficients_nm[:10], strict=True)):
         top = np.argsort(-np.abs(c))[:3]
