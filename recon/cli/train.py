@@ -12,7 +12,7 @@ import typer
 
 from common.cli import UserError, console
 
-__all__ = ["build_config", "floats", "train_command"]
+__all__ = ["build_config", "floats", "resume_folder", "train_command"]
 
 DEFAULT_TRAIN = Path("datasets/train.h5")
 RESUMABLE = ("epochs", "budget_s", "devices", "accelerator", "num_nodes")  # may change on --resume
@@ -38,6 +38,26 @@ def duration_s(text: str, name: str) -> float:
     if not seconds > 0:
         raise UserError(f"{name} must be positive, got {text!r}")
     return seconds
+
+
+def resume_folder(path: Path) -> Path:
+    """The run folder to resume: `path` itself, or the one run folder inside an `--out` parent.
+
+    A parent with two or more run folders is a one-line error that lists them.
+    """
+    path = Path(path)
+    if (path / "config.yaml").is_file() or not path.is_dir():
+        return path
+    runs = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
+    if len(runs) > 1:
+        names = ", ".join(p.name for p in runs)
+        raise UserError(
+            f"--resume {path} holds {len(runs)} run folders ({names}); name one of them"
+        )
+    if runs:
+        console.print(f"--resume: {path} holds one run folder; continuing {runs[0]}")
+        return runs[0]
+    return path
 
 
 def _devices(text: str | None) -> int | str | None:
@@ -117,7 +137,8 @@ def train_command(
     precision: Annotated[str | None, typer.Option(help="32 | bf16-mixed | 16-mixed")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="run folder to continue from its last.ckpt")
+        Path | None,
+        typer.Option(help="run folder to continue from its last.ckpt (or the --out that holds it)"),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="parent folder of run folders [runs]")] = None,
     ema: Annotated[float | None, typer.Option(help="EMA decay of the weights, e.g. 0.999")] = None,
@@ -131,6 +152,7 @@ def train_command(
     from recon.train import train
     from recon.train.data import missing_dataset_message
 
+    resume = resume_folder(resume) if resume is not None else None
     cfg = build_config(
         config=config,
         arch=arch,
