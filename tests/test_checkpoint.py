@@ -120,3 +120,22 @@ def test_not_a_checkpoint_is_refused(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "junk.ckpt")
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_checkpoint_of_the_classic_gru_cell_still_loads(run_dir: Path, tmp_path: Path) -> None:
+    """Checkpoints written before the fused ConvGRU cell (no `cell` argument, two
+    convolutions per step) rebuild with the classic cell and give its output."""
+    from recon.models import NormStats, build_model
+
+    raw = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    meta = raw["zwfs"]
+    kwargs = {k: v for k, v in meta["model_kwargs"].items() if k not in ("in_ch", "out_ch")}
+    stats = NormStats.from_dict(meta["normalization"])
+    torch.manual_seed(3)
+    old = build_model("gru", {**kwargs, "cell": "classic"}, 2, stats).eval()
+    raw["state_dict"] = {f"model.{k}": v for k, v in old.state_dict().items()}
+    assert "cell" not in meta["model_kwargs"]
+    torch.save(raw, tmp_path / "old.ckpt")
+    model, _ = load_checkpoint(tmp_path / "old.ckpt")
+    with torch.no_grad():
+        torch.testing.assert_close(model(_input()), old(_input()))

@@ -48,10 +48,11 @@ def test_bidirectional_gru_gradients() -> None:
         model.step(torch.randn(2, 1, 16, 16))
 
 
+@pytest.mark.parametrize("cell", ["fused", "classic"])
 @pytest.mark.parametrize("separable", [True, False])
-def test_gru_stepped_equals_unrolled(separable: bool) -> None:
+def test_gru_stepped_equals_unrolled(separable: bool, cell: str) -> None:
     torch.manual_seed(0)
-    model = WavelengthGRUNet(in_ch=N_WL, widths=(8, 16, 32), separable=separable).eval()
+    model = WavelengthGRUNet(in_ch=N_WL, widths=(8, 16, 32), separable=separable, cell=cell).eval()
     # BatchNorm statistics that are not the identity, so the test sees the encoder's norms
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -97,3 +98,26 @@ def test_recon_model_normalises_and_scales(arch: str) -> None:
         torch.testing.assert_close(model(raw), expected)
     with pytest.raises(ValueError, match="expected intensities"):
         model(torch.rand(1, 3, 16, 16))
+
+
+def test_fused_cell_is_a_gru() -> None:
+    """The fused cell is the 'reset after' GRU: with 1x1 kernels and no separable split it
+    is `nn.GRUCell` applied at every pixel, given the same weights (nn.GRU's update gate
+    keeps the old state, h' = (1 - z) n + z h: its z weights are ours negated)."""
+    from recon.models.gru import FusedConvGRUCell
+
+    torch.manual_seed(0)
+    cell = FusedConvGRUCell(3, 5, kernel_size=1, separable=False)
+    ref = torch.nn.GRUCell(3, 5)
+    with torch.no_grad():  # nn.GRU orders the gates r, z, n; the fused cell z, r, n
+        order = torch.cat([torch.arange(5, 10), torch.arange(0, 5), torch.arange(10, 15)])
+        sign = torch.ones(15)
+        sign[5:10] = -1.0  # z (rows 5-10 in nn.GRU's order) negated
+        ref.weight_ih.copy_(cell.x_gates.weight[order, :, 0, 0] * sign[:, None])
+        ref.bias_ih.copy_(cell.x_gates.bias[order] * sign)
+        ref.weight_hh.copy_(cell.h_gates.weight[order, :, 0, 0] * sign[:, None])
+        ref.bias_hh.copy_(cell.h_gates.bias[order] * sign)
+    x, h = torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4)
+    got = cell(cell.project(x), h)
+    pixels = lambda t: t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])  # noqa: E731
+    torch.testing.assert_close(pixels(got), ref(pixels(x), pixels(h)))

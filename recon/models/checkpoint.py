@@ -80,6 +80,11 @@ def _checked_meta(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _classic_gru(state_dict: dict[str, Any]) -> bool:
+    """True for GRU weights of the two-convolution cell (`cells.*.candidate.*` keys)."""
+    return any(".candidate." in key for key in state_dict)
+
+
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The checked metadata of a checkpoint (plus ``epoch`` and ``global_step``)."""
     ckpt_path = resolve_checkpoint(path)
@@ -102,6 +107,8 @@ def load_checkpoint(
     meta = _checked_meta(ckpt_path, ckpt)
     meta["checkpoint"] = str(ckpt_path)
     kwargs = dict(meta["model_kwargs"])
+    if meta["arch"] == "gru" and "cell" not in kwargs and _classic_gru(ckpt["state_dict"]):
+        kwargs["cell"] = "classic"  # written before the fused ConvGRU cell existed
     n_wl = int(kwargs.pop("in_ch"))
     kwargs.pop("out_ch", None)
     stats = NormStats.from_dict(meta["normalization"])

@@ -20,6 +20,12 @@ cells are small convolutions, depthwise-separable by default).
 `step(frame, state)` advances the recurrence by one wavelength frame and `decode(state)`
 reads the OPD out at any point, so frames can be fed as they arrive; `forward` is the
 same computation unrolled (encoder batched over all frames).
+
+Speed (the wavelength loop is serial): with the default ``cell="fused"``
+(`FusedConvGRUCell`) the input's share of all three gates is one convolution over every
+wavelength at once, before the loop, and each step is one convolution of the hidden
+state; ``cell="classic"`` (`ConvGRUCell`, two convolutions of [x, h] per step) is the
+layout of checkpoints written before the fused cell, which load with it.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from torch import nn
 from recon.nn.registry import register_model
 from recon.nn.unet import UNetDecoder, UNetEncoder, check_divisible
 
-__all__ = ["ConvGRUCell", "WavelengthGRUNet", "gru"]
+__all__ = ["CELLS", "ConvGRUCell", "FusedConvGRUCell", "WavelengthGRUNet", "gru"]
 
 State = list[torch.Tensor]
 """Hidden states, one (B, C_i, H / 2^i, W / 2^i) per scale, finest first."""
@@ -77,6 +83,47 @@ class ConvGRUCell(nn.Module):
         return (1 - z) * h + z * n
 
 
+class FusedConvGRUCell(nn.Module):
+    """Convolutional GRU with fused gates, the 'reset after' form of cuDNN and `nn.GRU`:
+
+    [x_z, x_r, x_n] = W_x * x;  [h_z, h_r, h_n] = W_h * h
+    z = sigmoid(x_z + h_z);  r = sigmoid(x_r + h_r);  n = tanh(x_n + r h_n)
+    h' = (1 - z) h + z n
+
+    `project(x)` (all three gates' input terms) can run on every wavelength at once;
+    `forward(gx, h)` is then one convolution of h per step. Shapes: x (B, in_ch, H, W),
+    h (B, hidden_ch, H, W) or None (zeros) -> h' (B, hidden_ch, H, W).
+    """
+
+    def __init__(
+        self, in_ch: int, hidden_ch: int, kernel_size: int = 3, separable: bool = True
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.hidden_ch = hidden_ch
+        self.x_gates = _conv(in_ch, 3 * hidden_ch, kernel_size, separable)
+        self.h_gates = _conv(hidden_ch, 3 * hidden_ch, kernel_size, separable)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Input terms of the three gates: (N, in_ch, H, W) -> (N, 3 hidden_ch, H, W)."""
+        return self.x_gates(x)
+
+    def forward(self, gx: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """One step from the projected input `gx` (B, 3C, H, W) and the state h."""
+        if h is None:  # h = 0: W_h * h is the bias of the last (pointwise) convolution
+            h = gx.new_zeros(gx.shape[0], self.hidden_ch, *gx.shape[2:])
+        xz, xr, xn = gx.chunk(3, dim=1)
+        hz, hr, hn = self.h_gates(h).chunk(3, dim=1)  # one convolution per step
+        z, r = torch.sigmoid(xz + hz), torch.sigmoid(xr + hr)
+        n = torch.tanh(xn + r * hn)
+        return (1 - z) * h + z * n
+
+
+CELLS = {"fused": FusedConvGRUCell, "classic": ConvGRUCell}
+"""ConvGRU cells by name (`WavelengthGRUNet(cell=...)`)."""
+
+
 class WavelengthGRUNet(nn.Module):
     """Shared encoder per frame, ConvGRU along the wavelengths at every scale, decoder.
 
@@ -96,6 +143,7 @@ class WavelengthGRUNet(nn.Module):
         separable: depthwise-separable ConvGRU convolutions (Kang et al.).
         bidirectional: a second GRU per scale runs from the last wavelength to the first;
             the two final states are fused by a 1 x 1 conv (`step` is then unavailable).
+        cell: "fused" (`FusedConvGRUCell`, fast) or "classic" (`ConvGRUCell`).
         opd_scale_nm: OPD scale [nm] of the network's unit output.
         block_kw: extra keyword arguments for every block.
     """
@@ -115,17 +163,22 @@ class WavelengthGRUNet(nn.Module):
         separable: bool = True,
         bidirectional: bool = False,
         opd_scale_nm: float = 100.0,
+        cell: str = "fused",
         block_kw: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not opd_scale_nm > 0:
             raise ValueError(f"opd_scale_nm must be > 0 nm, got {opd_scale_nm}")
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
         widths = list(widths)
         self.in_ch, self.out_ch, self.bidirectional = in_ch, out_ch, bidirectional
+        self.fused = cell == "fused"
+        cell_cls = CELLS[cell]
         self.encoder = UNetEncoder(1, widths, block, blocks_per_stage, norm, act, down, block_kw)
-        self.cells = nn.ModuleList(ConvGRUCell(c, c, kernel_size, separable) for c in widths)
+        self.cells = nn.ModuleList(cell_cls(c, c, kernel_size, separable) for c in widths)
         self.cells_backward = nn.ModuleList(
-            ConvGRUCell(c, c, kernel_size, separable) for c in widths if bidirectional
+            cell_cls(c, c, kernel_size, separable) for c in widths if bidirectional
         )
         self.fuse = nn.ModuleList(nn.Conv2d(2 * c, c, 1) for c in widths if bidirectional)
         self.decoder = UNetDecoder(widths, block, blocks_per_stage, norm, act, up, block_kw)
@@ -152,6 +205,8 @@ class WavelengthGRUNet(nn.Module):
         if frame.ndim == 3:
             frame = frame.unsqueeze(1)  # (B, H, W) -> (B, 1, H, W)
         features = self.encoder(frame)  # scales x (B, C_i, h_i, w_i)
+        if self.fused:
+            features = [cell.project(f) for cell, f in zip(self.cells, features, strict=True)]
         prev = state if state is not None else [None] * len(features)
         return [cell(f, h) for cell, f, h in zip(self.cells, features, prev, strict=True)]
 
@@ -160,9 +215,12 @@ class WavelengthGRUNet(nn.Module):
         y = self.decoder(state)  # -> (B, C_0, H, W)
         return self.head(y) * self.opd_scale_nm  # -> (B, out_ch, H, W) [nm]
 
-    @staticmethod
-    def _unroll(cell: ConvGRUCell, seq: torch.Tensor) -> torch.Tensor:
+    def _unroll(self, cell: nn.Module, seq: torch.Tensor) -> torch.Tensor:
         """Final hidden state of `cell` run over seq (B, L, C, h, w) along L."""
+        if self.fused:  # input terms of every wavelength in one convolution
+            b, n_wl = seq.shape[:2]
+            gx = cell.project(seq.flatten(0, 1))  # (B*L, C, h, w) -> (B*L, 3C, h, w)
+            seq = gx.reshape(b, n_wl, *gx.shape[1:])  # -> (B, L, 3C, h, w)
         h = None
         for t in range(seq.shape[1]):
             h = cell(seq[:, t], h)
