@@ -88,6 +88,29 @@ class ZWFSDataset(Dataset):
             out = (*out, torch.from_numpy(f["coefficients"][i]))
         return out
 
+    def read_arrays(
+        self, indices: np.ndarray | None = None, block: int = 256
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples `indices` (default all) as two tensors, read in blocks of `block` samples.
+
+        Returns:
+            intensity (N, L, H, W) float32 in this dataset's wavelength order, and
+            opd (N, 1, H, W) float32 [nm]; what `__getitem__` gives, stacked.
+        """
+        idx = np.arange(self._n) if indices is None else np.asarray(indices, dtype=np.int64)
+        f = self._handle()
+        chunks_i, chunks_o = [], []
+        for a in range(0, idx.size, block):
+            part = idx[a : a + block]
+            lo, hi = int(part.min()), int(part.max()) + 1  # one contiguous read per block
+            inten = f["intensity"][lo:hi][part - lo][:, self._wl_index]  # (n, L, H, W)
+            chunks_i.append(torch.from_numpy(np.ascontiguousarray(inten, dtype=np.float32)))
+            chunks_o.append(torch.from_numpy(f["opd"][lo:hi][part - lo][:, None]))
+        if not chunks_i:
+            shape = (0, len(self._wl_index), self.npix, self.npix)
+            return torch.empty(shape), torch.empty((0, 1, self.npix, self.npix))
+        return torch.cat(chunks_i), torch.cat(chunks_o).float()
+
     @property
     def rms_nm(self) -> np.ndarray:
         """True OPD RMS over the pupil of every sample (n,) [nm]."""

@@ -55,6 +55,12 @@ class DataConfig(_Strict):
     )
     npix: int | None = Field(None, ge=8, description="required sampling [px]; None: the data's")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes")
+    placement: Literal["auto", "device", "pinned", "loader"] = Field(
+        "auto",
+        description="device: the whole set in the training device's memory, batches by "
+        "indexing; pinned: in pinned host memory; loader: DataLoader workers reading the "
+        "file; auto: device when it fits, else pinned (GPU) or loader (CPU)",
+    )
     stats_samples: int = Field(1024, ge=1, description="samples read for normalisation stats")
 
     @model_validator(mode="after")

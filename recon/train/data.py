@@ -19,6 +19,7 @@ from common.config import ConfigError
 from data.schema import DatasetError
 from data.torch_dataset import ZWFSDataset
 from recon.train.config import TrainConfig
+from recon.train.memory import TensorBatches, placement_for
 
 __all__ = [
     "DatasetMismatchError",
@@ -102,31 +103,87 @@ def load_data(cfg: TrainConfig) -> TrainData:
     )
 
 
-class ZWFSDataModule(pl.LightningDataModule):
-    """Loaders with epoch-seeded, rank-aware shuffling (the same order after a resume)."""
+def _arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(intensity (N, L, H, W), opd (N, 1, H, W)) of a `ZWFSDataset` or a `Subset` of one."""
+    if isinstance(ds, Subset):
+        return ds.dataset.read_arrays(np.asarray(ds.indices))  # type: ignore[attr-defined]
+    return ds.read_arrays()  # type: ignore[attr-defined]
 
-    def __init__(self, data: TrainData, batch_size: int, num_workers: int, seed: int) -> None:
+
+def _nbytes(ds: Dataset) -> int:
+    """Bytes of a split held in memory as float32 (intensity and OPD)."""
+    src = ds.dataset if isinstance(ds, Subset) else ds
+    per_sample = (len(src.wavelengths_m) + 1) * src.npix**2 * 4  # type: ignore[attr-defined]
+    return len(ds) * per_sample  # type: ignore[arg-type]
+
+
+class ZWFSDataModule(pl.LightningDataModule):
+    """Training and validation batches with epoch-seeded, rank-aware shuffling.
+
+    `placement` (`recon.train.memory.placement_for`): "device" loads both splits once
+    into the training device's memory and batches by indexing (no workers); "pinned"
+    keeps them in pinned host memory; "loader" reads the file through DataLoader
+    workers; "auto" picks by size. The order is the same on every path.
+    """
+
+    def __init__(
+        self,
+        data: TrainData,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+        placement: str = "loader",
+    ) -> None:
         super().__init__()
         self.data = data
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.requested = placement
+        self.placement = placement
+        self._memory: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        need = _nbytes(self.data.train) + _nbytes(self.data.val)
+        self.placement = placement_for(self.requested, need, device)
+        if self.placement == "loader" or self._memory:
+            return
+        where = device if self.placement == "device" else torch.device("cpu")
+        for train, ds in ((True, self.data.train), (False, self.data.val)):
+            x, y = _arrays(ds)
+            if self.placement == "pinned" and torch.cuda.is_available():
+                x, y = x.pin_memory(), y.pin_memory()
+            self._memory[train] = (x.to(where), y.to(where))
+
+    def _loader(self, ds: Dataset, train: bool) -> DataLoader | TensorBatches:
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        per_rank = -(-len(ds) // world)  # type: ignore[arg-type]
+        drop_last = train and per_rank > self.batch_size  # no 1-sample BatchNorm batch
+        if self.placement != "loader":
+            return TensorBatches(
+                self._memory[train],
+                self.batch_size,
+                shuffle=train,
+                seed=self.seed,
+                world=world,
+                rank=rank,
+                drop_last=drop_last,
+                device=trainer.strategy.root_device if trainer else None,
+                epoch=lambda: trainer.current_epoch if trainer else 0,
+            )
         sampler = DistributedSampler(ds, world, rank, shuffle=train, seed=self.seed)
-        per_rank = len(sampler)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
             sampler=sampler,  # Lightning calls sampler.set_epoch(epoch)
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            drop_last=train and per_rank > self.batch_size,  # no 1-sample BatchNorm batch
+            drop_last=drop_last,
             pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | TensorBatches:
         return self._loader(self.data.train, True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | TensorBatches:
         return self._loader(self.data.val, False)

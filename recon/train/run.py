@@ -244,7 +244,7 @@ def fit_run(
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
         for name, text in (extra_files or {}).items():
             (run_dir / name).write_text(text)
-    dm = ZWFSDataModule(data, cfg.batch_size, cfg.data.num_workers, cfg.seed)
+    dm = ZWFSDataModule(data, cfg.batch_size, cfg.data.num_workers, cfg.seed, cfg.data.placement)
     trainer = build_trainer(cfg, run_dir, callbacks, **trainer_overrides)
     own_env = RUN_DIR_ENV not in os.environ
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP workers started by fit() read it
