@@ -15,7 +15,15 @@ from common.cli import UserError, console
 __all__ = ["build_config", "floats", "resume_folder", "train_command"]
 
 DEFAULT_TRAIN = Path("datasets/train.h5")
-RESUMABLE = ("epochs", "budget_s", "devices", "accelerator", "num_nodes")  # may change on --resume
+RESUMABLE = (
+    "epochs",
+    "budget_s",
+    "devices",
+    "accelerator",
+    "num_nodes",
+    "compile",
+    "data.placement",
+)  # may change on --resume
 
 
 def floats(text: str, name: str) -> list[float]:
@@ -134,7 +142,17 @@ def train_command(
     devices: Annotated[str | None, typer.Option(help="devices per node: N or auto")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto | cpu | gpu")] = None,
     num_nodes: Annotated[int | None, typer.Option(help="nodes (multi-node DDP / SLURM)")] = None,
-    precision: Annotated[str | None, typer.Option(help="32 | bf16-mixed | 16-mixed")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto | 32 | bf16-mixed | 16-mixed [auto: bf16 on a GPU]")
+    ] = None,
+    compile_model: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile the network [on with CUDA]"),
+    ] = None,
+    placement: Annotated[
+        str | None,
+        typer.Option(help="auto | device | pinned | loader: where the training set is held"),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     resume: Annotated[
         Path | None,
@@ -168,6 +186,8 @@ def train_command(
             "accelerator": accelerator,
             "num_nodes": num_nodes,
             "precision": precision,
+            "compile": compile_model,
+            "data.placement": placement,
             "seed": seed,
             "out_dir": str(out) if out is not None else None,
             "ema_decay": ema,

@@ -33,7 +33,7 @@ __all__ = [
     "validate_train_config",
 ]
 
-PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")
+PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed")
 
 
 class _Strict(BaseModel):
@@ -54,7 +54,9 @@ class DataConfig(_Strict):
         None, description="wavelengths to train on [um], in recurrent order; None: all"
     )
     npix: int | None = Field(None, ge=8, description="required sampling [px]; None: the data's")
-    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes")
+    num_workers: int | None = Field(
+        None, ge=0, le=64, description="DataLoader worker processes; None: CPUs - 1, at most 8"
+    )
     placement: Literal["auto", "device", "pinned", "loader"] = Field(
         "auto",
         description="device: the whole set in the training device's memory, batches by "
@@ -122,7 +124,15 @@ class TrainConfig(_Strict):
     early_stopping_patience: int | None = Field(
         10, ge=1, description="epochs without val/loss improvement; None: off"
     )
-    precision: str = Field("32", description=f"one of {', '.join(PRECISIONS)}")
+    precision: str = Field(
+        "auto",
+        description=f"one of {', '.join(PRECISIONS)}; auto: bf16-mixed on a GPU with bf16, else 32",
+    )
+    compile: bool | None = Field(
+        None,
+        description="torch.compile the network (falls back to eager if compiling fails); "
+        "None: on for CUDA, off on the CPU",
+    )
     accelerator: str = Field("auto", description="auto, cpu, gpu, cuda, mps")
     devices: int | Literal["auto"] = Field("auto", description="devices per node")
     num_nodes: int = Field(1, ge=1, description="nodes (SLURM / multi-node DDP)")

@@ -6,6 +6,7 @@ share off the training file) and checks that they match the config and each othe
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,12 +131,14 @@ class ZWFSDataModule(pl.LightningDataModule):
         self,
         data: TrainData,
         batch_size: int,
-        num_workers: int,
+        num_workers: int | None,
         seed: int,
         placement: str = "loader",
     ) -> None:
         super().__init__()
         self.data = data
+        if num_workers is None:  # follow the machine: one CPU stays with the training loop
+            num_workers = min(8, max(0, (os.cpu_count() or 1) - 1))
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.requested = placement
         self.placement = placement

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -20,11 +21,25 @@ from torch import Tensor
 
 from common.errors import KnownError
 from recon.losses import MaskedMSELoss, OPDLoss, remove_piston
-from recon.models import CHECKPOINT_KEY, ReconModel
+from recon.models import CHECKPOINT_KEY, ModelOutput, ReconModel
 from recon.nn.unet import deep_supervision_loss
 from recon.train.config import TrainConfig
 
-__all__ = ["LitRecon", "NonFiniteLossError"]
+__all__ = ["LitRecon", "NonFiniteLossError", "compiled"]
+
+
+def compiled(model: torch.nn.Module) -> Callable[..., Any]:
+    """`torch.compile(model)` that falls back to eager execution if compiling fails.
+
+    Dynamo's `suppress_errors` runs a frame eagerly when its compilation raises (no
+    C compiler, an unsupported op, an old GPU), with one warning from torch; the
+    model's parameters and state_dict are untouched (the compiled wrapper is not kept
+    as a submodule).
+    """
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    return torch.compile(model)
 
 
 class NonFiniteLossError(KnownError, RuntimeError):
@@ -52,6 +67,22 @@ class LitRecon(pl.LightningModule):
         self.loss_fn = OPDLoss(cfg.loss.w_npcc, cfg.loss.w_pix, cfg.loss.pixel)
         self.mse = MaskedMSELoss()
 
+    def on_fit_start(self) -> None:
+        """GPU speed: channels_last memory layout, and `torch.compile` when configured."""
+        self._channels_last = self.device.type == "cuda"
+        if self._channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        enabled = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
+        # kept outside the module tree: the compiled wrapper adds no state_dict keys
+        object.__setattr__(self, "_run", compiled(self.model) if enabled else self.model)
+
+    def _predict(self, intensity: Tensor) -> ModelOutput:
+        """The model's forward, compiled when configured (falls back to eager on failure)."""
+        if getattr(self, "_channels_last", False):
+            intensity = intensity.contiguous(memory_format=torch.channels_last)
+        run = getattr(self, "_run", None)
+        return (self.model if run is None else run)(intensity)
+
     def forward(self, intensity: Tensor) -> Tensor:
         return self.model(intensity)  # (B, L, H, W) -> (B, 1, H, W) [nm]
 
@@ -64,7 +95,7 @@ class LitRecon(pl.LightningModule):
         """
         intensity, opd = batch[0], batch[1]
         scale = self.model.opd_scale_nm
-        pred = self.model(intensity)
+        pred = self._predict(intensity)
         aux: list[Tensor] = []
         if isinstance(pred, tuple):  # deep supervision: (out, [aux maps]) in training
             pred, aux = pred
@@ -119,7 +150,10 @@ class LitRecon(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         opt = self.cfg.optim
-        optimizer = torch.optim.AdamW(self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        on_gpu = all(p.is_cuda for p in self.parameters())
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay, fused=on_gpu or None
+        )  # fused: one kernel for the whole update on a GPU
         if opt.schedule == "none":
             return optimizer
         if opt.schedule == "cosine" and self.cfg.budget_s is not None:

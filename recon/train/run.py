@@ -142,7 +142,7 @@ def build_trainer(
         "devices": cfg.devices,
         "num_nodes": cfg.num_nodes,
         "strategy": "ddp" if multi else "auto",
-        "precision": cfg.precision,
+        "precision": resolve_precision(cfg.precision, cfg.accelerator),
         "gradient_clip_val": cfg.optim.grad_clip,
         "callbacks": [*cbs, *callbacks],
         "logger": _loggers(run_dir),
@@ -152,6 +152,14 @@ def build_trainer(
         **overrides,
     }
     return pl.Trainer(**kwargs)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """'auto' -> 'bf16-mixed' where CUDA with bf16 will train, else '32'."""
+    if precision != "auto":
+        return precision
+    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32"
 
 
 def merge_metrics(run_dir: Path) -> Path | None:
