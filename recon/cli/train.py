@@ -153,6 +153,15 @@ def train_command(
         str | None,
         typer.Option(help="auto | device | pinned | loader: where the training set is held"),
     ] = None,
+    online: Annotated[
+        bool | None,
+        typer.Option(
+            "--online/--offline", help="simulate every batch on the device (no dataset file)"
+        ),
+    ] = None,
+    sim_config: Annotated[
+        str | None, typer.Option(help="--online: the simulated system, name or YAML [paper]")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     resume: Annotated[
         Path | None,
@@ -188,13 +197,15 @@ def train_command(
             "precision": precision,
             "compile": compile_model,
             "data.placement": placement,
+            "online": online,
+            "data.sim_config": sim_config,
             "seed": seed,
             "out_dir": str(out) if out is not None else None,
             "ema_decay": ema,
             "budget_s": duration_s(budget, "--budget") if budget else None,
         },
     )
-    if resume is None and not cfg.data.train.is_file():
+    if resume is None and not cfg.online and not cfg.data.train.is_file():
         raise FileNotFoundError(missing_dataset_message(cfg.data.train))
     run_dir = train(cfg, resume=resume, enable_progress_bar=progress)
     console.print(f"run folder: {run_dir}")

@@ -64,6 +64,15 @@ class DataConfig(_Strict):
         "file; auto: device when it fits, else pinned (GPU) or loader (CPU)",
     )
     stats_samples: int = Field(1024, ge=1, description="samples read for normalisation stats")
+    sim_config: str = Field(
+        "paper", description="online training: the simulated system (packaged name or YAML path)"
+    )
+    online_samples_per_epoch: int = Field(
+        8000, ge=1, description="online training: simulated samples per epoch"
+    )
+    online_val_samples: int = Field(
+        1000, ge=1, description="online training without a val file: simulated val samples"
+    )
 
     @model_validator(mode="after")
     def _wavelengths(self) -> DataConfig:
@@ -114,6 +123,9 @@ class TrainConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     loss: LossConfig = LossConfig()
     epochs: int = Field(50, ge=1, le=100_000)
+    online: bool = Field(
+        False, description="simulate every training batch on the device (no dataset file)"
+    )
     budget_s: float | None = Field(
         None,
         gt=0,

@@ -37,6 +37,7 @@ from recon.train.config import TrainConfig
 from recon.train.data import DatasetMismatchError, TrainData, ZWFSDataModule, load_data
 from recon.train.module import LitRecon
 from recon.train.normalization import compute_stats
+from sim.config import load_sim_config
 
 __all__ = [
     "build_trainer",
@@ -82,24 +83,38 @@ def checkpoint_meta(
 ) -> dict[str, Any]:
     """What a checkpoint needs to rebuild and describe the model without Lightning."""
     src = data.source
+    info = {
+        "train": str(src.path),
+        "val": data.val_source,
+        "split": src.attrs.get("split"),
+        "seed": src.attrs.get("seed"),
+        "fingerprint": src.attrs.get("fingerprint"),
+    }
+    return _meta(cfg, stats, n_wl, src.wavelengths_m, src.npix, src.pupil, _sim_config(src), info)
+
+
+def _meta(
+    cfg: TrainConfig,
+    stats: NormStats,
+    n_wl: int,
+    wavelengths_m: Sequence[float],
+    npix: int,
+    pupil: torch.Tensor,
+    sim_config: Any,
+    data_info: dict[str, Any],
+) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT[0],
         "format_version": CHECKPOINT_FORMAT[1],
         "arch": cfg.arch,
         "model_kwargs": {**cfg.kwargs, "in_ch": n_wl, "out_ch": 1},
-        "wavelengths_m": [float(w) for w in src.wavelengths_m],
-        "npix": src.npix,
-        "pupil": src.pupil.clone(),
+        "wavelengths_m": [float(w) for w in wavelengths_m],
+        "npix": int(npix),
+        "pupil": pupil.clone(),
         "normalization": stats.to_dict(),
         "train_config": cfg.model_dump(mode="json"),
-        "sim_config": _sim_config(src),
-        "data": {
-            "train": str(src.path),
-            "val": data.val_source,
-            "split": src.attrs.get("split"),
-            "seed": src.attrs.get("seed"),
-            "fingerprint": src.attrs.get("fingerprint"),
-        },
+        "sim_config": sim_config,
+        "data": data_info,
         "versions": {**package_versions(), "lightning": pl.__version__},
         "created": utc_now_iso(),
     }
@@ -216,6 +231,8 @@ def train(
         **trainer_overrides: extra `lightning.pytorch.Trainer` arguments (tests, debugging).
     """
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.online:
+        return train_online(cfg, resume, callbacks, **trainer_overrides)
     data = load_data(cfg)
     cfg = resolve(cfg, data)
     n_wl = len(data.source.wavelengths_m)
@@ -224,35 +241,100 @@ def train(
     )
     model = build_model(cfg.arch, cfg.kwargs, n_wl, stats)
     check_size(model.net, data.source.npix)
-    ckpt_path = None
-    if resume is not None:
-        run_dir = Path(resume).absolute()
-        ckpt_path = run_dir / "checkpoints" / "last.ckpt"
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
-    else:
-        run_dir = new_run_dir(cfg)
+    run_dir, ckpt_path = _run_folder(cfg, resume)
     lit = LitRecon(cfg, model, data.source.pupil, checkpoint_meta(cfg, data, stats, n_wl))
     return fit_run(cfg, lit, data, run_dir, callbacks, ckpt_path, **trainer_overrides)
+
+
+def _run_folder(cfg: TrainConfig, resume: str | os.PathLike | None) -> tuple[Path, Path | None]:
+    """(run folder, checkpoint to resume from or None)."""
+    if resume is None:
+        return new_run_dir(cfg), None
+    run_dir = Path(resume).absolute()
+    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
+    return run_dir, ckpt_path
+
+
+def train_online(
+    cfg: TrainConfig,
+    resume: str | os.PathLike | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+    **trainer_overrides: Any,
+) -> Path:
+    """`train` with every batch simulated on the device (`recon.train.online`)."""
+    from recon.train.online import OnlineDataModule, OnlineSimulator, online_stats
+
+    sim_cfg = load_sim_config(cfg.data.sim_config)
+    if cfg.data.wavelengths_um is not None:
+        sim_cfg = sim_cfg.with_overrides(wavelengths_um=list(cfg.data.wavelengths_um))
+    cpu_sim = OnlineSimulator(sim_cfg, cfg.seed, torch.device("cpu"))
+    val, val_source = _online_validation(cfg, sim_cfg, cpu_sim)
+    npix, n_wl = int(val[0].shape[-1]), len(sim_cfg.wavelengths_um)
+    cfg = cfg.with_overrides(
+        **{"data.wavelengths_um": list(sim_cfg.wavelengths_um), "data.npix": npix}
+    )
+    stats = online_stats(cpu_sim, cfg.data.stats_samples)
+    model = build_model(cfg.arch, cfg.kwargs, n_wl, stats)
+    check_size(model.net, npix)
+    run_dir, ckpt_path = _run_folder(cfg, resume)
+    meta = _meta(
+        cfg, stats, n_wl, sim_cfg.wavelengths_m, npix, cpu_sim.pupil, sim_cfg.model_dump(),
+        {"train": f"online: {cfg.data.sim_config}, seed {cfg.seed}", "val": val_source},
+    )  # fmt: skip
+    lit = LitRecon(cfg, model, cpu_sim.pupil, meta)
+    dm = OnlineDataModule(cfg, sim_cfg, val)
+    return fit_run(cfg, lit, dm, run_dir, callbacks, ckpt_path, **trainer_overrides)
+
+
+def _online_validation(
+    cfg: TrainConfig, sim_cfg: Any, sim: Any
+) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
+    """The validation set of an online run: `data.val` when it is a file, else simulated."""
+    import numpy as np
+
+    from sim.aberrations import stream_id
+
+    if cfg.data.val is not None and cfg.data.val.is_file():
+        ds = ZWFSDataset(cfg.data.val, wavelengths_um=sim_cfg.wavelengths_um)
+        if ds.npix != sim_cfg.pupil.npix // sim_cfg.detector.binning:
+            raise DatasetMismatchError(
+                f"validation dataset {ds.path} has {ds.npix} px, the online system "
+                f"({cfg.data.sim_config}) {sim_cfg.pupil.npix // sim_cfg.detector.binning} px"
+            )
+        return ds.read_arrays(), str(ds.path)
+    val_sim = type(sim)(sim.cfg, sim.seed, sim.device, stream_id("val"))
+    n = cfg.data.online_val_samples
+    parts = [val_sim.batch(np.arange(a, min(a + 64, n))) for a in range(0, n, 64)]
+    x, y = (torch.cat(t) for t in zip(*parts, strict=True))
+    return (x, y), f"{n} simulated samples (stream 'val')"
 
 
 def fit_run(
     cfg: TrainConfig,
     lit: pl.LightningModule,
-    data: TrainData,
+    data: TrainData | pl.LightningDataModule,
     run_dir: Path,
     callbacks: Sequence[pl.Callback] = (),
     ckpt_path: Path | None = None,
     extra_files: dict[str, str] | None = None,
     **trainer_overrides: Any,
 ) -> Path:
-    """Write the run folder's config, fit `lit` on `data`, assemble metrics.csv; returns run_dir."""
+    """Write the run folder's config, fit `lit` on `data` (datasets, or a data module such as
+    the online simulator's), assemble metrics.csv; returns run_dir."""
     if rank_zero_only.rank == 0:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
         for name, text in (extra_files or {}).items():
             (run_dir / name).write_text(text)
-    dm = ZWFSDataModule(data, cfg.batch_size, cfg.data.num_workers, cfg.seed, cfg.data.placement)
+    dm = (
+        data
+        if isinstance(data, pl.LightningDataModule)
+        else ZWFSDataModule(
+            data, cfg.batch_size, cfg.data.num_workers, cfg.seed, cfg.data.placement
+        )
+    )
     trainer = build_trainer(cfg, run_dir, callbacks, **trainer_overrides)
     own_env = RUN_DIR_ENV not in os.environ
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP workers started by fit() read it

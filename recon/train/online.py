@@ -1,0 +1,146 @@
+"""`recon train --online`: every training batch simulated on the training device.
+
+Batch k of a run holds the samples with global indices k B W + r B + (0 .. B-1) (B the
+batch size, W the processes, r this one's rank), drawn by `sim.aberrations` from
+(seed, "online", index) as `sim generate` draws a file: a run is reproducible, needs no
+dataset file and never sees the same aberration twice. Validation runs on a fixed file
+(`data.val`) or on a fixed simulated set (`data.online_val_samples`, stream "val").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+
+from recon.models import NormStats
+from recon.train.config import TrainConfig
+from recon.train.memory import TensorBatches
+from sim.aberrations import draw_coefficients, opd_from_coefficients, stream_id
+from sim.config import SimConfig, load_sim_config
+from sim.detector import add_noise, bin_frames
+from sim.zwfs import ZWFSModel
+
+__all__ = ["OnlineDataModule", "OnlineSimulator", "online_stats"]
+
+ONLINE_STREAM = stream_id("online")
+
+
+@dataclass
+class OnlineSimulator:
+    """Samples by global index on `device`: (intensity (B, L, N, N), opd (B, 1, N, N) nm)."""
+
+    cfg: SimConfig
+    seed: int
+    device: torch.device
+    stream: int = ONLINE_STREAM
+
+    def __post_init__(self) -> None:
+        self.engine = ZWFSModel(self.cfg, device=self.device)
+        self.basis, self.mask = self.engine.basis(), self.engine.mask
+        self.pupil_pixels = int(self.engine.detector_mask.sum())
+
+    @property
+    def pupil(self) -> Tensor:
+        """(N, N) detector-grid pupil transmission, on the CPU."""
+        return bin_frames(self.engine.pupil, self.cfg.detector.binning).float().cpu()
+
+    @torch.no_grad()
+    def batch(self, indices: np.ndarray) -> tuple[Tensor, Tensor]:
+        """The samples `indices`: what `sim generate` would write for them in this stream."""
+        coeffs, rms = draw_coefficients(self.cfg.aberration, indices, self.seed, self.stream)
+        dtype = self.engine.real_dtype
+        opd, _ = opd_from_coefficients(
+            torch.as_tensor(coeffs, dtype=dtype, device=self.device),
+            torch.as_tensor(rms, dtype=dtype, device=self.device),
+            self.basis,
+            self.mask,
+        )  # (B, N, N) nm
+        frames = self.engine(opd)  # (B, N, N) -> (B, L, N, N)
+        det = self.cfg.detector
+        if det.photons is not None or det.read_noise_e > 0:  # per-sample streams, on the CPU
+            noisy = add_noise(
+                frames.cpu().numpy(), indices, self.seed, self.stream, det.photons,
+                det.read_noise_e, self.pupil_pixels,
+            )  # fmt: skip
+            frames = torch.as_tensor(noisy, device=self.device)
+        opd = bin_frames(opd, det.binning)
+        return frames.float(), opd.float()[:, None]
+
+
+class _OnlineTrainBatches:
+    """One epoch of simulated batches; the batch index runs on from the trainer's step."""
+
+    def __init__(self, sim: OnlineSimulator, batch: int, steps: int, trainer: Any) -> None:
+        self.sim, self.batch_size, self.steps, self.trainer = sim, batch, steps, trainer
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        first = self.trainer.current_epoch * self.steps  # resumes continue the sequence
+        for k in range(first, first + self.steps):
+            start = (k * world + rank) * self.batch_size
+            yield self.sim.batch(np.arange(start, start + self.batch_size))
+
+
+def online_stats(sim: OnlineSimulator, n: int, chunk: int = 64) -> NormStats:
+    """Normalisation statistics from `n` samples of a stream of their own ("stats")."""
+    stats_sim = OnlineSimulator(sim.cfg, sim.seed, sim.device, stream_id("stats"))
+    inside = torch.as_tensor(sim.pupil.numpy() >= 0.5, device=sim.device)
+    s1 = s2 = 0.0
+    opd_sq, pixels = 0.0, 0
+    for a in range(0, n, chunk):
+        x, y = stats_sim.batch(np.arange(a, min(a + chunk, n)))
+        v = x[..., inside].double()  # (B, L, P)
+        s1 = s1 + v.sum(dim=(0, 2))
+        s2 = s2 + (v * v).sum(dim=(0, 2))
+        o = y[:, 0][:, inside].double()
+        opd_sq += float(((o - o.mean(dim=1, keepdim=True)) ** 2).sum())
+        pixels += o.numel()
+    mean = s1 / pixels
+    std = (s2 / pixels - mean * mean).clamp_min(0).sqrt().clamp_min(1e-6)
+    return NormStats(
+        tuple(mean.tolist()), tuple(std.tolist()), max((opd_sq / pixels) ** 0.5, 1e-6), n
+    )
+
+
+class OnlineDataModule(pl.LightningDataModule):
+    """Simulated training batches, and validation on a fixed simulated set or file."""
+
+    def __init__(self, cfg: TrainConfig, sim_cfg: SimConfig, val: tuple[Tensor, Tensor]) -> None:
+        super().__init__()
+        self.cfg, self.sim_cfg, self.val = cfg, sim_cfg, val
+        self.sim: OnlineSimulator | None = None
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        self.sim = OnlineSimulator(self.sim_cfg, self.cfg.seed, device)
+
+    def train_dataloader(self) -> _OnlineTrainBatches:
+        assert self.sim is not None
+        steps = max(1, self.cfg.data.online_samples_per_epoch // self.cfg.batch_size)
+        return _OnlineTrainBatches(self.sim, self.cfg.batch_size, steps, self.trainer)
+
+    def val_dataloader(self) -> TensorBatches:
+        trainer = self.trainer
+        return TensorBatches(
+            self.val,
+            self.cfg.batch_size,
+            shuffle=False,
+            seed=self.cfg.seed,
+            world=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            device=trainer.strategy.root_device if trainer else None,
+        )
+
+
+def online_sim_config(cfg: TrainConfig) -> SimConfig:
+    """The simulated system of an online run: `data.sim_config`, a packaged name or path."""
+    return load_sim_config(cfg.data.sim_config)
