@@ -15,7 +15,9 @@ from recon.cli.options import (
     MaxOpt,
     NameOpt,
     OutOpt,
+    RefineOpt,
     WavelengthOpt,
+    add_refined,
     build_estimators,
     check_data,
     count_samples,
@@ -38,6 +40,7 @@ def eval_command(
     batch_size: BatchOpt = 64,
     device: DeviceOpt = "cpu",
     name: NameOpt = None,
+    refine: RefineOpt = None,
 ) -> None:
     """Evaluate reconstructors on a test set: JSON, Markdown and PNG report, capture ranges."""
     from recon.evaluation import default_out_dir, evaluate, write_report
@@ -46,6 +49,8 @@ def eval_command(
     total = count_samples(data, max_samples)  # one-line error for a bad file, before any model
     estimators = build_estimators(sources or [], baseline or [], data, wavelength, device, name)
     reference = next(iter(estimators)) if baseline else None  # the first --baseline
+    if refine:
+        estimators = add_refined(estimators, data, refine, device)
     try:
         with progress_bar(total, "evaluating") as advance:
             report = evaluate(

@@ -14,7 +14,9 @@ from recon.cli.options import (
     DeviceOpt,
     MaxOpt,
     OutOpt,
+    RefineOpt,
     WavelengthOpt,
+    add_refined,
     build_estimators,
     check_data,
     count_samples,
@@ -36,6 +38,7 @@ def loop_command(
     max_samples: MaxOpt = None,
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "cpu",
+    refine: RefineOpt = None,
 ) -> None:
     """Closed loop: correct by gain x estimate, re-simulate, repeat; closed-loop capture range."""
     from recon.estimators import list_baselines
@@ -49,6 +52,8 @@ def loop_command(
     ests = build_estimators(
         [source] if source else [], [baseline] if baseline else [], data, wavelength, device
     )
+    if refine:
+        ests = add_refined(ests, data, refine, device, zero_start=False, only=True)
     (est,) = ests.values()
     n = count_samples(data, max_samples)
     try:

@@ -16,7 +16,9 @@ __all__ = [
     "MaxOpt",
     "NameOpt",
     "OutOpt",
+    "RefineOpt",
     "WavelengthOpt",
+    "add_refined",
     "build_estimators",
     "check_data",
     "count_samples",
@@ -31,6 +33,13 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help="report folder [repor
 MaxOpt = Annotated[int | None, typer.Option("--max-samples", min=1, help="first N samples only")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="samples per batch")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="torch device of networks and engine")]
+RefineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--refine",
+        help="modal | zonal: also refine each estimate by fitting the frames with the engine",
+    ),
+]
 NameOpt = Annotated[
     list[str] | None,
     typer.Option("--name", help="report label of each checkpoint, in order [arch@wavelengths]"),
@@ -88,4 +97,38 @@ def build_estimators(
             label, k = f"{base}#{k}", k + 1
         est.name = label
         out[label] = est
+    return out
+
+
+def add_refined(
+    estimators: dict[str, Any],
+    data: Path,
+    mode: str,
+    device: str = "cpu",
+    zero_start: bool = True,
+    only: bool = False,
+) -> dict[str, Any]:
+    """Estimators plus "<label> + refine" for each (and "zero start + refine").
+
+    `mode`: modal | zonal (`recon.estimators.refine.RefinedEstimator`), fitted with the
+    dataset's system and photon level; `only`: return the refined ones alone.
+    """
+    from recon.estimators.refine import RefinedEstimator, ZeroEstimator
+    from recon.evaluation import open_test_set
+
+    if mode not in ("modal", "zonal"):
+        raise UserError(f"--refine must be modal or zonal, got {mode!r}")
+    with open_test_set(data) as ts:
+        cfg = ts.sim_config()
+    bases = dict(estimators)
+    if zero_start:
+        bases["zero start"] = ZeroEstimator(cfg)
+    out: dict[str, Any] = {} if only else dict(estimators)
+    try:
+        for label, est in bases.items():
+            refined = RefinedEstimator(est, cfg, mode=mode, device=device)
+            refined.name = f"{label} + refine" + ("" if mode == "modal" else " (zonal)")
+            out[refined.name] = refined
+    except ValueError as err:  # binning, pixel size
+        raise UserError(str(err).splitlines()[0]) from None
     return out

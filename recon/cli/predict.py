@@ -34,6 +34,10 @@ def predict_command(
     ] = None,
     max_samples: Annotated[int | None, typer.Option(help="with --data: first N samples")] = None,
     out: Annotated[Path | None, typer.Option(help="result .fits or .h5")] = None,
+    refine: Annotated[
+        str | None,
+        typer.Option(help="modal | zonal: refine the network's estimate with the ZWFS engine"),
+    ] = None,
 ) -> None:
     """Reconstruct the OPD [nm] and its Noll coefficients with a trained network."""
     from data.lab import load_lab_frames
@@ -45,7 +49,18 @@ def predict_command(
         raise UserError("give either --frames with --clear (FITS), or --data (a dataset file)")
     if frames is not None and clear is None:
         raise UserError("--frames needs --clear: the clear-pupil frame normalises the intensities")
-    rec = Reconstructor.from_checkpoint(checkpoint)
+    if refine is not None and refine not in ("modal", "zonal"):
+        raise UserError(f"--refine must be modal or zonal, got {refine!r}")
+    sim_cfg = None
+    if refine is not None and data is not None and data.is_file():
+        from recon.evaluation import open_test_set
+
+        with open_test_set(data) as ts:  # the frames' own system and photon level
+            sim_cfg = ts.sim_config()
+    try:
+        rec = Reconstructor.from_checkpoint(checkpoint, refine=refine, sim_config=sim_cfg)
+    except ValueError as err:  # no system to refine with, binning, pixel size
+        raise UserError(str(err).splitlines()[0]) from None
     if data is not None:
         if not data.is_file():
             raise FileNotFoundError(f"no dataset at {data}")
@@ -77,3 +92,9 @@ def predict_command(
         modes = ", ".join(f"{result.modes[k]}: {c[k]:+.0f}" for k in top)
         table.add_row(str(i), f"{opd[inside].std():.1f}", modes)
     console.print(table)
+    if (rep := result.refine_report) is not None:
+        console.print(
+            f"refined ({refine}): {int(rep.converged.sum())}/{rep.converged.size} converged, "
+            f"median {np.median(rep.iterations):.0f} iterations, "
+            f"median misfit {np.median(rep.misfit):.3g}"
+        )

@@ -3,6 +3,7 @@
 Importing this package registers the classical baselines (``analytic``).
 
     from recon.estimators import NetworkEstimator, Reconstructor, create_baseline
+    from recon.estimators import RefinedEstimator, ZeroEstimator   # hybrid: refine.py
 """
 
 from recon.estimators.analytic import AnalyticEstimator, analytic_baseline
@@ -18,6 +19,7 @@ from recon.estimators.base import (
 )
 from recon.estimators.lab import Prediction, Reconstructor, write_prediction
 from recon.estimators.network import NetworkEstimator, wavelength_label
+from recon.estimators.refine import RefinedEstimator, RefineReport, ZeroEstimator
 
 __all__ = [
     "NORMALISED_MEAN_RANGE",
@@ -26,6 +28,9 @@ __all__ = [
     "NetworkEstimator",
     "Prediction",
     "Reconstructor",
+    "RefineReport",
+    "RefinedEstimator",
+    "ZeroEstimator",
     "analytic_baseline",
     "as_frames",
     "check_normalised",

@@ -6,6 +6,12 @@ From a lab script (plain torch, no Lightning)::
     rec = Reconstructor.from_checkpoint("runs/gru-.../checkpoints/best.ckpt")
     result = rec(frames)                 # frames (L, H, W) or (B, L, H, W), clear-pupil normalised
     result.opd_nm, result.coefficients_nm, result.modes
+
+Hybrid (the network's estimate refined by fitting the frames with the ZWFS engine of the
+checkpoint's system, `recon.estimators.refine`)::
+
+    rec = Reconstructor.from_checkpoint(run, refine="modal")
+    result = rec(frames); result.refine_report.converged
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import h5py
 import numpy as np
 
 from recon.estimators.network import NetworkEstimator
+from recon.estimators.refine import RefinedEstimator, RefineReport
+from sim.config import SimConfig
 from sim.zernike import zernike_basis, zernike_coefficients
 
 __all__ = ["Prediction", "Reconstructor", "write_prediction"]
@@ -35,13 +43,36 @@ class Prediction:
     modes: np.ndarray
     wavelengths_m: np.ndarray
     pupil: np.ndarray
+    refine_report: RefineReport | None = None
 
 
 class Reconstructor:
-    """A trained network with a Zernike projection: frames in, OPD and coefficients out."""
+    """A trained network with a Zernike projection: frames in, OPD and coefficients out.
 
-    def __init__(self, estimator: NetworkEstimator, modes: Sequence[int] = DEFAULT_MODES) -> None:
+    Args:
+        estimator: the network.
+        modes: Noll indices of the coefficients.
+        refine: None, or "modal" / "zonal": refine the network's estimate with the engine
+            (`RefinedEstimator`) of `sim_config`, by default the checkpoint's system.
+        sim_config: the system the frames come from (its detector sets the noise weights).
+    """
+
+    def __init__(
+        self,
+        estimator: NetworkEstimator,
+        modes: Sequence[int] = DEFAULT_MODES,
+        refine: str | None = None,
+        sim_config: SimConfig | None = None,
+    ) -> None:
         self.estimator = estimator
+        self.refined: RefinedEstimator | None = None
+        if refine is not None:
+            cfg = sim_config
+            if cfg is None:
+                if estimator.meta.get("sim_config") is None:
+                    raise ValueError("refine needs the system: the checkpoint has no sim_config")
+                cfg = SimConfig.model_validate(estimator.meta["sim_config"])
+            self.refined = RefinedEstimator(estimator, cfg, mode=refine, device=estimator.device)
         self.modes = np.asarray(modes, dtype=np.int32)
         npix = estimator.npix
         # the grid of the model: array width = pupil diameter (unit diameter here)
@@ -50,16 +81,23 @@ class Reconstructor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, modes: Sequence[int] = DEFAULT_MODES, device: str = "cpu"
+        cls,
+        path: str | os.PathLike,
+        modes: Sequence[int] = DEFAULT_MODES,
+        device: str = "cpu",
+        refine: str | None = None,
+        sim_config: SimConfig | None = None,
     ) -> Reconstructor:
-        """Load a `recon train` checkpoint (file or run folder)."""
-        return cls(NetworkEstimator.from_checkpoint(path, device=device), modes)
+        """Load a `recon train` checkpoint (file or run folder); refine as `Reconstructor`."""
+        net = NetworkEstimator.from_checkpoint(path, device=device)
+        return cls(net, modes, refine, sim_config)
 
     def __call__(
         self, frames: np.ndarray, wavelengths_m: Sequence[float] | None = None
     ) -> Prediction:
         """Reconstruct frames (L, H, W) or (B, L, H, W); see `NetworkEstimator.estimate`."""
-        opd = self.estimator.estimate(frames, wavelengths_m)  # -> (B, H, W) [nm]
+        est = self.refined if self.refined is not None else self.estimator
+        opd = est.estimate(frames, wavelengths_m)  # -> (B, H, W) [nm]
         coeffs = zernike_coefficients(opd, self.basis, self.mask)  # -> (B, M) [nm RMS]
         return Prediction(
             opd_nm=opd.astype(np.float32),
@@ -67,6 +105,7 @@ class Reconstructor:
             modes=self.modes,
             wavelengths_m=np.asarray(self.estimator.wavelengths_m),
             pupil=self.mask.astype(np.float32),
+            refine_report=None if self.refined is None else self.refined.last_report,
         )
 
 

@@ -63,6 +63,7 @@ def evaluate(
     n_examples: int = 3,
     progress: ProgressFn | None = None,
     reference: str | None = None,
+    crb: bool | None = None,
 ) -> dict[str, Any]:
     """Run every estimator on the test set; per-sample metrics, summaries, capture ranges.
 
@@ -75,6 +76,8 @@ def evaluate(
         progress: called with the number of samples done after each batch.
         reference: the label whose capture range the ratios divide by (the analytic
             baseline, as the paper reports); None: no ratios.
+        crb: add the Cramer-Rao bound of each sample's OPD RMS and its per-bin median
+            (`recon.evaluation.crb`); None: when the data's config has a photon level.
 
     Returns:
         The report (JSON-able except ``examples``, which holds the maps as arrays).
@@ -118,7 +121,39 @@ def evaluate(
                         ex_est[name][i] = np.asarray(guess[i - a], dtype=np.float32)
             if progress:
                 progress(b - a)
-    return _assemble(estimators, ts, true_rms, res, corr, seconds, pick, ex_true, ex_est, reference)
+    report = _assemble(
+        estimators, ts, true_rms, res, corr, seconds, pick, ex_true, ex_est, reference
+    )
+    if crb is None:
+        crb = ts.sim_config().detector.photons is not None if ts.info.get("config") else False
+    if crb:
+        report["crb"] = _crb_section(data_path, n, true_rms, report)
+        report["per_sample"]["crb_rms_nm"] = report["crb"].pop("crb_rms_nm")
+    return report
+
+
+def _crb_section(
+    data_path: str | os.PathLike, n: int, true_rms: np.ndarray, report: dict[str, Any]
+) -> dict[str, Any]:
+    """Per-sample CRB [nm] and its median in the capture-range bins of the report."""
+    from recon.evaluation.crb import crb_for_test_set
+    from recon.evaluation.metrics import bin_masks
+
+    out = crb_for_test_set(data_path, max_samples=n)
+    values = np.asarray(out["crb_rms_nm"])
+    first = next(iter(report["estimators"].values()))["capture_range"]
+    edges = [(row["lo_nm"], row["hi_nm"]) for row in first["bins"]]
+    masks = bin_masks(true_rms, first["bin_width_nm"], len(edges))
+    out["bins"] = [
+        {
+            "lo_nm": lo,
+            "hi_nm": hi,
+            "median_crb_nm": float(np.nanmedian(values[m])) if m.any() else None,
+        }
+        for (lo, hi), m in zip(edges, masks, strict=True)
+    ]
+    out["median_crb_nm"] = float(np.nanmedian(values))
+    return out
 
 
 def _assemble(

@@ -78,15 +78,21 @@ def _markdown(report: dict[str, Any]) -> str:
             f"{fmt(s['median_pearson'], 4)} | {s['ms_per_sample']:.2f} |"
         )
     names = list(report["estimators"])
+    crb = report.get("crb")
+    crb_bins = [b["median_crb_nm"] for b in crb["bins"]] if crb else None
     lines += [
         "",
         "Median residual RMS (nm) per true-RMS bin (pass / FAIL / not judged):",
         "",
-        "| bin (nm) | n | threshold (nm) | " + " | ".join(names) + " |",
-        "| --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " |",
+        "| bin (nm) | n | threshold (nm) | "
+        + " | ".join(names)
+        + (" | CRB (nm) |" if crb else " |"),
+        "| --- | ---: | ---: | "
+        + " | ".join("---:" for _ in names)
+        + (" | ---: |" if crb else " |"),
     ]
     tables = [report["estimators"][k]["capture_range"]["bins"] for k in names]
-    for rows in zip(*tables, strict=True):
+    for k, rows in enumerate(zip(*tables, strict=True)):
         r0 = rows[0]
         cells = []
         for r in rows:
@@ -94,8 +100,18 @@ def _markdown(report: dict[str, Any]) -> str:
             cells.append(f"{fmt(r['median_residual_nm'])}{tag}")
         lines.append(
             f"| {r0['lo_nm']:.0f}-{r0['hi_nm']:.0f} | {r0['count']} | "
-            f"{r0['threshold_nm']:.1f} | " + " | ".join(cells) + " |"
+            f"{r0['threshold_nm']:.1f} | "
+            + " | ".join(cells)
+            + (f" | {fmt(crb_bins[k], 2)} |" if crb_bins else " |")
         )
+    if crb:
+        lines += [
+            "",
+            f"CRB: Cramer-Rao bound of the OPD RMS error of Noll {crb['modes'][0]}-"
+            f"{crb['modes'][-1]} coefficients (median per bin) at {crb['photons']:.3g} photons "
+            f"per frame in the clear pupil and {crb['read_noise_e']:g} e- read noise "
+            "(`recon.evaluation.crb`).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -139,6 +155,9 @@ def _plot_metrics(report: dict[str, Any], out: Path) -> list[Path]:
             ax.plot(xc, ym, "-o", ms=3, color=colour, label=f"{name} (capture {cr:.0f} nm)")
             if key == "residual_rms_nm":
                 ax.axvline(cr, color=colour, ls=":", lw=1)
+        if key == "residual_rms_nm" and "crb_rms_nm" in ps:
+            xc, ym = _binned_median(t, np.asarray(ps["crb_rms_nm"], dtype=np.float64))
+            ax.plot(xc, ym, "k-", lw=2, label="Cramer-Rao bound (median)")
         if key == "residual_rms_nm":
             x = np.linspace(0, max(t.max(), 25), 200)
             ax.plot(x, np.maximum(0.2 * x, 10.0), "k--", lw=1, label="pass: max(0.2 x RMS, 10 nm)")
