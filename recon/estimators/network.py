@@ -18,6 +18,7 @@ import torch
 from data.schema import pupil_mask
 from recon.estimators.base import as_frames, check_normalised, remove_piston
 from recon.models import NormStats, ReconModel, load_checkpoint
+from recon.models.fast import inference_runner
 
 __all__ = ["NetworkEstimator", "wavelength_label"]
 
@@ -44,6 +45,8 @@ class NetworkEstimator:
         name: label for reports (default: arch and wavelengths, e.g. ``gru@0.96,1um``).
         device: torch device for inference.
         check_normalisation: refuse frames whose mean in the pupil is out of range.
+        compile_model: `recon.models.fast.inference_runner` (CUDA graphs); None: on for
+            CUDA, off on the CPU.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class NetworkEstimator:
         name: str | None = None,
         device: str | torch.device = "cpu",
         check_normalisation: bool = True,
+        compile_model: bool | None = None,
     ) -> None:
         for key in ("wavelengths_m", "npix"):
             if key not in meta:
@@ -72,14 +76,19 @@ class NetworkEstimator:
             p = pupil.cpu().numpy() if torch.is_tensor(pupil) else np.asarray(pupil)
             self.mask = pupil_mask(p)
         self.check_normalisation = check_normalisation
+        self._run = inference_runner(self.model, self.device, compile_model)
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, device: str | torch.device = "cpu", name: str | None = None
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        name: str | None = None,
+        compile_model: bool | None = None,
     ) -> NetworkEstimator:
         """Load a `recon train` checkpoint (file or run folder) with plain torch."""
         model, meta = load_checkpoint(path, map_location=device)
-        return cls(model, meta, name=name, device=device)
+        return cls(model, meta, name=name, device=device, compile_model=compile_model)
 
     @torch.no_grad()
     def estimate(
@@ -89,5 +98,5 @@ class NetworkEstimator:
         x = as_frames(intensities, self.wavelengths_m, self.npix, wavelengths_m)
         if self.check_normalisation:
             check_normalised(x, self.mask)
-        y = self.model(torch.from_numpy(x).to(self.device))  # (B, L, H, W) -> (B, 1, H, W) nm
+        y = self._run(torch.from_numpy(x).to(self.device))  # (B, L, H, W) -> (B, 1, H, W) nm
         return remove_piston(y[:, 0].float().cpu().numpy(), self.mask)  # -> (B, H, W)

@@ -1,0 +1,29 @@
+"""`scripts/gpu_bench.sh --smoke`: every step of the GPU benchmark runs on the CPU at tiny
+size and writes its JSON and Markdown (the figures themselves need a GPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert result["engine"]["wavefront_wavelengths_per_s"] > 0
+    assert set(result["generate"]) == {"train", "val", "test"}
+    assert {r["arch"] for r in result["speed"]} == {"phenn", "gru"}
+    assert all(r["train_samples_per_s"] > 0 and r["infer_latency_ms"] > 0 for r in result["speed"])
+    trained = {r["arch"]: r for r in result["training"]}
+    assert set(trained) == {"gru", "phenn"}
+    assert all(r["steps"] >= 1 and r["analytic_capture_range_nm"] >= 25 for r in trained.values())
+    assert "| gru |" in (tmp_path / "gpu_bench.md").read_text()
