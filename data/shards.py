@@ -20,6 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from data.lock import DatasetLock
 from data.readers import attr_value, check_dataset_file, open_h5
 from data.schema import (
     COORDINATES,
@@ -96,10 +97,19 @@ def combine_shards(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write the master file `out_path` over complete shard files; returns its path."""
+    """Write the master file `out_path` over complete shard files; returns its path.
+
+    The master's lock (`data.lock`) is held for the whole step: one combiner at a time."""
     if not shard_paths:
         raise ValueError("combine_shards needs at least one shard file")
     out_path = Path(out_path).absolute()
+    with DatasetLock(out_path):
+        return _combine_locked(shard_paths, out_path, overwrite)
+
+
+def _combine_locked(
+    shard_paths: Sequence[str | os.PathLike], out_path: Path, overwrite: bool
+) -> Path:
     if out_path.exists() and not overwrite:
         raise DatasetExistsError(f"{out_path} already exists; use {{overwrite}} to replace it")
     shards = [_read_shard(Path(p).absolute()) for p in shard_paths]

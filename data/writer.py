@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from common.provenance import utc_now_iso
+from data.lock import DatasetLock
 from data.schema import (
     FORMAT_NAME,
     PER_SAMPLE,
@@ -155,6 +156,14 @@ class DatasetWriter:
         self.finalized = False
 
         _ensure_folder(self.path.parent)
+        self._lock = DatasetLock(self.path).acquire()  # one writer per dataset, until close
+        try:
+            self._start(resume, attrs_out)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, resume: bool, attrs_out: dict[str, Any]) -> None:
         if self.path.exists() and not self.overwrite:
             raise DatasetExistsError(f"{self.path} already exists; use {{overwrite}} to replace it")
         if self.state_path.exists() and not self.part_path.exists():
@@ -363,7 +372,13 @@ class DatasetWriter:
 
     # ------------------------------------------------------------------------- closing
     def close(self) -> None:
-        """Flush and close without finalizing: `<path>.part` stays, resumable."""
+        """Flush and close without finalizing: `<path>.part` stays, resumable; the lock goes."""
+        try:
+            self._close_file()
+        finally:
+            self._lock.release()
+
+    def _close_file(self) -> None:
         if self._f is not None:
             try:
                 self._f.flush()
@@ -386,12 +401,15 @@ class DatasetWriter:
         if self.path.exists() and not self.overwrite:
             raise DatasetExistsError(f"{self.path} already exists; use {{overwrite}} to replace it")
         f.attrs.modify("n_complete", np.int64(self._n_complete))
-        self.close()
-        _fsync_path(self.part_path)
-        os.replace(self.part_path, self.path)
-        _fsync_path(self.path.parent)
-        self.state_path.unlink(missing_ok=True)
-        self.finalized = True
+        try:
+            self._close_file()
+            _fsync_path(self.part_path)
+            os.replace(self.part_path, self.path)
+            _fsync_path(self.path.parent)
+            self.state_path.unlink(missing_ok=True)
+            self.finalized = True
+        finally:
+            self._lock.release()  # held until the final file is in place
         return self.path
 
     def __enter__(self) -> DatasetWriter:
