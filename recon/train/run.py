@@ -33,6 +33,7 @@ from common.provenance import local_stamp, utc_now_iso
 from data.schema import package_versions
 from data.torch_dataset import ZWFSDataset
 from recon.models import CHECKPOINT_FORMAT, NormStats, build_model
+from recon.train.checkpoint_io import AtomicCheckpointIO
 from recon.train.config import TrainConfig
 from recon.train.data import DatasetMismatchError, TrainData, ZWFSDataModule, load_data
 from recon.train.module import LitRecon
@@ -160,6 +161,7 @@ def build_trainer(
         "precision": resolve_precision(cfg.precision, cfg.accelerator),
         "gradient_clip_val": cfg.optim.grad_clip,
         "callbacks": [*cbs, *callbacks],
+        "plugins": [AtomicCheckpointIO()],  # checkpoints whole or absent after kill -9
         "logger": _loggers(run_dir),
         "log_every_n_steps": cfg.log_every_n_steps,
         "use_distributed_sampler": False,  # ZWFSDataModule shards and seeds itself
