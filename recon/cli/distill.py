@@ -147,6 +147,9 @@ def distill_command(
     )
     if not cfg.data.train.is_file():
         raise FileNotFoundError(missing_dataset_message(cfg.data.train))
+    from recon.train.quiet import quiet_lightning
+
+    quiet_lightning()
     run_dir = distill(ckpt, cfg, w_response, w_feature, enable_progress_bar=progress)
     console.print(f"run folder: {run_dir}")
     rows = compare_teacher_student(run_dir)

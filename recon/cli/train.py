@@ -207,5 +207,11 @@ def train_command(
     )
     if resume is None and not cfg.online and not cfg.data.train.is_file():
         raise FileNotFoundError(missing_dataset_message(cfg.data.train))
+    from recon.train.quiet import quiet_lightning
+
+    quiet_lightning()
+    source = "simulated batches (--online)" if cfg.online else str(cfg.data.train)
+    verb = f"resuming {resume}:" if resume is not None else "training"
+    console.print(f"{verb} {cfg.arch} on {source}, up to {cfg.epochs} epochs")
     run_dir = train(cfg, resume=resume, enable_progress_bar=progress)
     console.print(f"run folder: {run_dir}")
