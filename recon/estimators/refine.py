@@ -333,6 +333,8 @@ class RefinedEstimator:
         """OPD (B, H, W) [nm] float32, piston removed; `last_report` holds the fit's outcome."""
         x = as_frames(intensities, self.wavelengths_m, self.npix, wavelengths_m)
         start = self.base.estimate(x, wavelengths_m=self.wavelengths_m)  # (B, H, W)
+        if start.shape != (x.shape[0], self.npix, self.npix):
+            raise ValueError(f"{self.base.name} returned {start.shape}, not {x.shape[:1]} maps")
         outs, reports = [], []
         for a in range(0, x.shape[0], self.batch_size):
             opd, rep = self.refine(x[a : a + self.batch_size], start[a : a + self.batch_size])
