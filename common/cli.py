@@ -8,6 +8,7 @@ with status 2; an unexpected exception prints its traceback and says that it is 
 from __future__ import annotations
 
 import functools
+import os
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,9 +48,25 @@ _PATH_ERRORS = (
 
 def fail_line(err: BaseException) -> str:
     """The one line a known failure prints (flags spelled as the command line spells them)."""
-    text = err.for_command_line() if isinstance(err, KnownError) else str(err)
+    text = err.for_command_line() if isinstance(err, KnownError) else _os_line(err)
     lines = [line for line in text.splitlines() if line.strip()] or [type(err).__name__]
     return lines[0]
+
+
+def _os_line(err: BaseException) -> str:
+    """An operating-system path error in words (``[Errno 20] ...`` says little to a user)."""
+    if not isinstance(err, OSError) or err.errno is None or err.filename is None:
+        return str(err)
+    name = err.filename
+    if isinstance(err, FileExistsError) and os.path.lexists(name) and not os.path.isdir(name):
+        return f"cannot create the folder {name}: a file of that name is in the way"
+    if isinstance(err, NotADirectoryError):
+        return f"cannot use {name}: part of that path is a file, not a folder"
+    if isinstance(err, PermissionError):
+        return f"permission denied: {name} (pick a place you can write, or fix its permissions)"
+    if isinstance(err, FileNotFoundError):
+        return f"no such file or folder: {name}"
+    return f"{name}: {err.strerror or err}"
 
 
 def _print_error(message: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.errors import KnownError
 from sim.aberrations import sample_opd
 from sim.check import converged_config
 from sim.config import SimConfig
@@ -26,6 +27,10 @@ from sim.poppy_ref import PoppyZWFS
 from sim.zwfs import ZWFSModel
 
 __all__ = ["BenchRow", "run_bench", "run_generate_bench"]
+
+
+class BenchRequestError(KnownError, ValueError):
+    """A benchmark request that cannot run (a count below one)."""
 
 
 @dataclass
@@ -161,6 +166,9 @@ def run_bench(
     seed: int = 0,
 ) -> tuple[list[BenchRow], dict]:
     """Time the engine, POPPY and hcipy (if installed) on the same wavefronts."""
+    for name, value in (("n", n_engine), ("n_reference", n_reference), ("batch", batch)):
+        if value < 1:
+            raise BenchRequestError(f"{{{name}}} must be at least 1, got {value}")
     n_accuracy = min(n_accuracy, n_reference, n_engine)
     model = ZWFSModel(cfg)
     rms = list(np.linspace(cfg.aberration.rms_min_nm, cfg.aberration.rms_max_nm, n_engine))

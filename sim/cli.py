@@ -36,7 +36,10 @@ def check(
     from sim.check import TOLERANCE, rows_as_dicts, run_check
 
     cfg = load_sim_config(config)
-    rms_nm = [float(v) for v in rms.split(",")]
+    try:
+        rms_nm = [float(v) for v in rms.split(",")]
+    except ValueError:
+        raise UserError(f"--rms must be comma-separated numbers [nm], got {rms!r}") from None
     with console.status("running the engine and POPPY on the same wavefronts..."):
         rows = run_check(cfg, rms_nm, seed=seed, converged=converged)
     table = Table(

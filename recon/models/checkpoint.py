@@ -60,7 +60,13 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a bad file
+        import zipfile
+
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+            first = "not a PyTorch checkpoint, or a truncated one (an interrupted copy or save?)"
+        elif first.startswith("Weights only load failed"):
+            first = "it holds objects other than tensors and plain values (not a recon checkpoint)"
         raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
 
 
