@@ -2,12 +2,14 @@
 
 `DatasetLock(path)` takes ``fcntl.flock`` on ``<path>.lock`` (exclusive, non-blocking)
 and writes the holder's PID inside. A second writer gets `DatasetLockedError` naming
-that PID. The kernel drops the lock when the holder exits, even after ``kill -9``; the
-``.lock`` file itself may stay and is harmless (a stale file holds no lock).
+that PID. The holder removes the file when it releases the lock; the kernel drops the
+lock when the holder exits, even after ``kill -9``, and the ``.lock`` file left then is
+harmless (a stale file holds no lock; the next writer takes it over).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -47,29 +49,48 @@ class DatasetLock:
         """Take the lock or raise `DatasetLockedError` naming the holder's PID."""
         if self._fd is not None:
             return self
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-                os.close(fd)
-                raise DatasetLockedError(
-                    f"{self.path} is being written by another process (PID {holder}); "
-                    f"wait for it to finish or stop it (lock file {self.lock_file})"
-                ) from None
+        for _ in range(100):  # a holder may remove the file between our open and flock
+            fd = self._try_lock()
+            if fd is not None:
+                break
+        else:  # pragma: no cover - 100 races in a row
+            raise DatasetLockedError(f"cannot take the lock {self.lock_file}")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self._fd = fd
         return self
 
+    def _try_lock(self) -> int | None:
+        """The locked descriptor of the current lock file, or None when it was replaced."""
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DatasetLockedError(
+                f"{self.path} is being written by another process (PID {holder}); "
+                f"wait for it to finish or stop it (lock file {self.lock_file})"
+            ) from None
+        try:
+            same = os.stat(self.lock_file).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # we locked a file its holder had just removed: try the new one
+            os.close(fd)
+            return None
+        return fd
+
     def release(self) -> None:
-        """Drop the lock (the file stays; it holds no lock once released)."""
+        """Remove the lock file and drop the lock."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)
+            with contextlib.suppress(OSError):
+                os.unlink(self.lock_file)  # still ours: removed before the lock goes
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,8 +59,10 @@ def test_lock_is_released_on_close_and_finalize(tmp_path: Path) -> None:
     with open_writer(path, resume=True) as w2:  # close released it
         w2.write_static(*static_arrays())
         write_batches(w2, batch=5)
-    with DatasetLock(path):  # finalize released it
-        assert lock_path(path).read_text().strip().isdigit()
+    assert not lock_path(path).exists()  # finalize released it and removed the file
+    with DatasetLock(path):
+        assert lock_path(path).read_text().strip() == str(os.getpid())
+    assert not lock_path(path).exists()
 
 
 def test_combine_takes_the_master_lock(tmp_path: Path) -> None:
