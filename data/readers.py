@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,14 @@ def virtual_source_files(f: h5py.File) -> list[Path]:
     return out
 
 
+def _recorded_progress(name: str) -> int:
+    """Samples written by an unfinished run, from its `<file>.json` progress record."""
+    try:
+        return int(json.loads(Path(name + ".json").read_text())["n_complete"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def check_dataset_file(
     f: h5py.File, *, allow_incomplete: bool = False, required: tuple[str, ...] = ()
 ) -> None:
@@ -82,6 +91,7 @@ def check_dataset_file(
     n_samples = attr_value(f.attrs.get("n_samples", -1))
     n_complete = attr_value(f.attrs.get("n_complete", -1))
     if not allow_incomplete and n_complete < n_samples:
+        n_complete = max(n_complete, _recorded_progress(name))
         raise IncompleteDatasetError(
             f"{name} is incomplete: {n_complete} of {n_samples} samples "
             "(an interrupted run? finish it with {resume})"
