@@ -52,7 +52,7 @@ def test_open_dataset_lazy_and_refuses_bad_files(dataset_path: Path, tmp_path: P
     write_batches(w, batch=3, stop=3)
     w.close()
     part = part_paths(tmp_path / "partial.h5")[0]
-    with pytest.raises(IncompleteDatasetError, match="incomplete: 0 of 10"):
+    with pytest.raises(IncompleteDatasetError, match="incomplete: 3 of 10"):
         open_dataset(part)
     with pytest.raises(IncompleteDatasetError):
         ZWFSDataset(part)
