@@ -46,8 +46,6 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     f["run"] = train(cfg, enable_progress_bar=False, enable_model_summary=False)
     f["ckpt"] = f["run"] / "checkpoints" / "last.ckpt"
     # a 24 px dataset: the wrong size for the 16 px network
-    from data_helpers import NPIX  # noqa: F401  (the tiny sets are 16 px)
-
     f["big"] = _dataset_npix(root / "big.h5", 24)
     # broken datasets
     raw = f["train"].read_bytes()
