@@ -76,7 +76,7 @@ refined=""
 eval_help=$(recon eval --help 2>/dev/null || true)  # no pipe into grep -q: pipefail + SIGPIPE
 if [[ $eval_help == *--refine* ]]; then
     recon eval "$phenn1" "$phenn4" "$gru4" "${names[@]}" --baseline analytic \
-        --wavelength 1.0 --refine modal --max-samples "${REFINE_N:-200}" \
+        --wavelength 1.0 --refine modal --max-samples "${REFINE_N:-100}" \
         --data "$out/test.h5" --out "$out/report_refined"
     refined="$out/report_refined"
 fi
