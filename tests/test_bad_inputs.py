@@ -649,3 +649,20 @@ class _Any(dict):
 
 
 _ANY = _Any()
+
+
+def test_predict_refuses_to_overwrite_an_existing_file(tmp_path: Path) -> None:
+    """`recon predict --out` onto an existing file: one line, the file untouched (without
+    --overwrite); checked before any model is loaded."""
+    from typer.testing import CliRunner
+
+    from recon.cli import app
+
+    existing = tmp_path / "opd.h5"
+    existing.write_bytes(b"keep me")
+    result = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "no-run"), "--data", str(existing), "--out", str(existing)]
+    )
+    assert result.exit_code == 2
+    assert "already exists; use --overwrite" in result.output
+    assert existing.read_bytes() == b"keep me"

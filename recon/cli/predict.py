@@ -23,6 +23,11 @@ def _frames_from_dataset(path: Path, max_samples: int | None) -> tuple[np.ndarra
     return frames, [float(w) for w in ds["wavelength"].values]
 
 
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; use --overwrite to replace it")
+
+
 def predict_command(
     checkpoint: Annotated[Path, typer.Argument(help="run folder or .ckpt file")],
     frames: Annotated[Path | None, typer.Option(help="ZWFS frame or cube (FITS)")] = None,
@@ -34,6 +39,7 @@ def predict_command(
     ] = None,
     max_samples: Annotated[int | None, typer.Option(help="with --data: first N samples")] = None,
     out: Annotated[Path | None, typer.Option(help="result .fits or .h5")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing result file")] = False,
     refine: Annotated[
         str | None,
         typer.Option(help="modal | zonal: refine the network's estimate with the ZWFS engine"),
@@ -45,6 +51,8 @@ def predict_command(
 
     if out is not None and out.suffix.lower() not in (".fits", ".fit", ".fts", ".h5", ".hdf5"):
         raise UserError(f"--out {out} must end in .fits or .h5")
+    if out is not None:
+        _refuse_existing(out, overwrite)  # before any model is loaded
     if (frames is None) == (data is None):
         raise UserError("give either --frames with --clear (FITS), or --data (a dataset file)")
     if frames is not None and clear is None:
@@ -80,6 +88,7 @@ def predict_command(
         .with_name(Path(source).stem + "_opd")
         .with_suffix(".fits" if data is None else ".h5")
     )
+    _refuse_existing(out, overwrite)
     write_prediction(result, out, source)
     table = Table(title=f"{len(result.opd_nm)} frame(s) -> {out}")
     for col in ("frame", "OPD RMS [nm]", "largest modes (Noll j: nm)"):

@@ -61,7 +61,7 @@ def _open(path: Path, wavelengths_um: Sequence[float] | None, role: str) -> ZWFS
     try:
         return ZWFSDataset(path, wavelengths_um=wavelengths_um)
     except DatasetError as err:
-        raise DatasetMismatchError(str(err)) from None
+        raise DatasetMismatchError(err.args[0] if err.args else str(err)) from None
     except ValueError as err:  # a requested wavelength is not in the file
         raise DatasetMismatchError(
             f"{role} dataset {path}: {err} (config data.wavelengths_um)"
