@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,10 +19,13 @@ import click
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer._click import exceptions as typer_click  # Typer's own copy of click
+from typer.core import TyperGroup
 
 from common.errors import KnownError, UserError
 
 __all__ = [
+    "OneLineErrorGroup",
     "UserError",
     "console",
     "err_console",
@@ -34,6 +38,15 @@ console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
+_CLICK_ERRORS = (click.ClickException, typer_click.ClickException)
+_PASS_THROUGH = (
+    typer.Exit,
+    typer.Abort,
+    click.exceptions.Exit,
+    click.exceptions.Abort,
+    *_CLICK_ERRORS,
+)
+"""Exceptions that end a command on purpose: `one_line_errors` lets them through."""
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
@@ -80,7 +93,7 @@ def one_line_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except _PASS_THROUGH:
             raise
         except (KnownError, *_PATH_ERRORS) as err:
             _print_error(fail_line(err))
@@ -97,6 +110,33 @@ def one_line_errors(func: F) -> F:
             raise typer.Exit(EXIT_BUG) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class OneLineErrorGroup(TyperGroup):
+    """A Typer command group whose usage errors (unknown option, bad value) are one line.
+
+    Click prints a usage block and a framed message for them; here they read like every
+    other known failure: ``error: ...`` on stderr and exit status 2. `--help` and a bare
+    command (which shows the help) behave as before.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except (click.exceptions.NoArgsIsHelpError, typer_click.NoArgsIsHelpError) as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except _CLICK_ERRORS as err:
+            hint = f" (see {err.ctx.command_path} --help)" if getattr(err, "ctx", None) else ""
+            lines = [line for line in err.format_message().splitlines() if line.strip()]
+            _print_error((lines[0] if lines else type(err).__name__) + hint)
+            sys.exit(err.exit_code)
+        except (click.exceptions.Abort, typer.Abort):
+            err_console.print(Text("aborted", style="yellow"))
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @contextmanager

@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from common.cli import UserError, console, one_line_errors, progress_bar
+from common.cli import OneLineErrorGroup, UserError, console, one_line_errors, progress_bar
 from common.io import write_json_atomic
 from sim.config import load_sim_config
 
 app = typer.Typer(
+    cls=OneLineErrorGroup,
     help="Simulate Zernike wavefront sensor (ZWFS) data.",
     no_args_is_help=True,
     add_completion=False,

@@ -666,3 +666,24 @@ def test_predict_refuses_to_overwrite_an_existing_file(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "already exists; use --overwrite" in result.output
     assert existing.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize(
+    ("cli", "args", "words"),
+    [
+        ("sim", ["generate", "--no-such-option"], "No such option"),
+        ("recon", ["loop", "--iterations", "0"], "--iterations"),
+        ("recon", ["train", "--epochs", "many"], "--epochs"),
+    ],
+)
+def test_usage_errors_are_one_line(cli: str, args: list[str], words: str) -> None:
+    """Click's own usage errors (unknown option, bad value) read as one line, exit 2."""
+    from typer.testing import CliRunner
+
+    from recon.cli import app as recon_app
+    from sim.cli import app as sim_app
+
+    result = CliRunner().invoke(sim_app if cli == "sim" else recon_app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], lines

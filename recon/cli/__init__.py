@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from common.cli import one_line_errors
+from common.cli import OneLineErrorGroup, one_line_errors
 from recon.cli.bench import bench_command
 from recon.cli.distill import distill_command
 from recon.cli.evaluate import eval_command
@@ -21,6 +21,7 @@ from recon.cli.train import train_command
 __all__ = ["app"]
 
 app = typer.Typer(
+    cls=OneLineErrorGroup,
     help="Reconstruct wavefronts from ZWFS intensities.",
     no_args_is_help=True,
     add_completion=False,
