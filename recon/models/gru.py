@@ -111,9 +111,12 @@ class FusedConvGRUCell(nn.Module):
 
     def forward(self, gx: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
         """One step from the projected input `gx` (B, 3C, H, W) and the state h."""
-        if h is None:  # h = 0: W_h * h is the bias of the last (pointwise) convolution
-            h = gx.new_zeros(gx.shape[0], self.hidden_ch, *gx.shape[2:])
         xz, xr, xn = gx.chunk(3, dim=1)
+        if h is None:  # h = 0: W_h * h is the bias of the last convolution, no conv needed
+            last = self.h_gates[-1] if isinstance(self.h_gates, nn.Sequential) else self.h_gates
+            hz, hr, hn = last.bias.view(1, -1, 1, 1).chunk(3, dim=1)
+            z, n = torch.sigmoid(xz + hz), torch.tanh(xn + torch.sigmoid(xr + hr) * hn)
+            return z * n  # (1 - z) * 0 + z * n
         hz, hr, hn = self.h_gates(h).chunk(3, dim=1)  # one convolution per step
         z, r = torch.sigmoid(xz + hz), torch.sigmoid(xr + hr)
         n = torch.tanh(xn + r * hn)
