@@ -19,7 +19,6 @@ import click
 import typer
 from rich.console import Console
 from rich.text import Text
-from typer._click import exceptions as typer_click  # Typer's own copy of click
 from typer.core import TyperGroup
 
 from common.errors import KnownError, UserError
@@ -38,7 +37,23 @@ console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-_CLICK_ERRORS = (click.ClickException, typer_click.ClickException)
+try:  # Typer 0.16 and newer carry their own copy of click
+    from typer._click import exceptions as _typer_click
+
+    _VENDORED: tuple[type[Exception], ...] = (_typer_click.ClickException,)
+    _VENDORED_NO_ARGS: tuple[type[Exception], ...] = (_typer_click.NoArgsIsHelpError,)
+except ImportError:  # an older Typer on click itself
+    _VENDORED, _VENDORED_NO_ARGS = (), ()
+_NO_ARGS_IS_HELP = (
+    *(
+        (click.exceptions.NoArgsIsHelpError,)
+        if hasattr(click.exceptions, "NoArgsIsHelpError")
+        else ()
+    ),
+    *_VENDORED_NO_ARGS,
+)
+"""A bare group invocation: show the help, as click does."""
+_CLICK_ERRORS = (click.ClickException, *_VENDORED)
 _PASS_THROUGH = (
     typer.Exit,
     typer.Abort,
@@ -125,7 +140,7 @@ class OneLineErrorGroup(TyperGroup):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
-        except (click.exceptions.NoArgsIsHelpError, typer_click.NoArgsIsHelpError) as err:
+        except _NO_ARGS_IS_HELP as err:
             err.show()
             sys.exit(err.exit_code)
         except _CLICK_ERRORS as err:

@@ -19,16 +19,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import (
-    EarlyStopping,
-    LearningRateMonitor,
-    ModelCheckpoint,
-    WeightAveraging,
-)
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from common.config import ConfigError
 from common.provenance import local_stamp, utc_now_iso
 from data.schema import package_versions
 from data.torch_dataset import ZWFSDataset
@@ -147,9 +143,7 @@ def build_trainer(
     if cfg.early_stopping_patience is not None:
         cbs.append(EarlyStopping("val/loss", patience=cfg.early_stopping_patience, mode="min"))
     if cfg.ema_decay is not None:  # Lightning's weight averaging with an EMA update
-        cbs.append(
-            WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-        )
+        cbs.append(_ema_callback(cfg.ema_decay))
     multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
     kwargs: dict[str, Any] = {
         "max_epochs": cfg.epochs,
@@ -169,6 +163,17 @@ def build_trainer(
         **overrides,
     }
     return pl.Trainer(**kwargs)
+
+
+def _ema_callback(decay: float) -> pl.Callback:
+    """Lightning's `WeightAveraging` (Lightning 2.5 and newer) with an EMA update."""
+    try:
+        from lightning.pytorch.callbacks import WeightAveraging
+    except ImportError:
+        raise ConfigError(
+            f"ema_decay needs Lightning >= 2.5 (WeightAveraging); this is {pl.__version__}"
+        ) from None
+    return WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
