@@ -17,10 +17,12 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import TensorDataset
 
 from recon.models import NormStats
 from recon.train.config import TrainConfig
 from recon.train.memory import TensorBatches
+from recon.train.normalization import compute_stats
 from sim.aberrations import draw_coefficients, opd_from_coefficients, stream_id
 from sim.config import SimConfig, load_sim_config
 from sim.detector import add_noise, bin_frames
@@ -49,6 +51,12 @@ class OnlineSimulator:
     def pupil(self) -> Tensor:
         """(N, N) detector-grid pupil transmission, on the CPU."""
         return bin_frames(self.engine.pupil, self.cfg.detector.binning).float().cpu()
+
+    def samples(self, n: int, chunk: int = 64) -> tuple[Tensor, Tensor]:
+        """Samples 0 .. n-1 of this stream, simulated `chunk` at a time and concatenated."""
+        parts = [self.batch(np.arange(a, min(a + chunk, n))) for a in range(0, n, chunk)]
+        x, y = (torch.cat(t) for t in zip(*parts, strict=True))
+        return x, y
 
     @torch.no_grad()
     def batch(self, indices: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -90,25 +98,10 @@ class _OnlineTrainBatches:
             yield self.sim.batch(np.arange(start, start + self.batch_size))
 
 
-def online_stats(sim: OnlineSimulator, n: int, chunk: int = 64) -> NormStats:
-    """Normalisation statistics from `n` samples of a stream of their own ("stats")."""
-    stats_sim = OnlineSimulator(sim.cfg, sim.seed, sim.device, stream_id("stats"))
-    inside = torch.as_tensor(sim.pupil.numpy() >= 0.5, device=sim.device)
-    s1 = s2 = 0.0
-    opd_sq, pixels = 0.0, 0
-    for a in range(0, n, chunk):
-        x, y = stats_sim.batch(np.arange(a, min(a + chunk, n)))
-        v = x[..., inside].double()  # (B, L, P)
-        s1 = s1 + v.sum(dim=(0, 2))
-        s2 = s2 + (v * v).sum(dim=(0, 2))
-        o = y[:, 0][:, inside].double()
-        opd_sq += float(((o - o.mean(dim=1, keepdim=True)) ** 2).sum())
-        pixels += o.numel()
-    mean = s1 / pixels
-    std = (s2 / pixels - mean * mean).clamp_min(0).sqrt().clamp_min(1e-6)
-    return NormStats(
-        tuple(mean.tolist()), tuple(std.tolist()), max((opd_sq / pixels) ** 0.5, 1e-6), n
-    )
+def online_stats(sim: OnlineSimulator, n: int) -> NormStats:
+    """Normalisation statistics (`compute_stats`) of `n` samples of a stream of their own."""
+    x, y = OnlineSimulator(sim.cfg, sim.seed, sim.device, stream_id("stats")).samples(n)
+    return compute_stats(TensorDataset(x, y), sim.pupil, max_samples=n)
 
 
 class OnlineDataModule(pl.LightningDataModule):

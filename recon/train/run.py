@@ -299,8 +299,6 @@ def _online_validation(
     cfg: TrainConfig, sim_cfg: Any, sim: Any
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
     """The validation set of an online run: `data.val` when it is a file, else simulated."""
-    import numpy as np
-
     from sim.aberrations import stream_id
 
     if cfg.data.val is not None and cfg.data.val.is_file():
@@ -311,10 +309,8 @@ def _online_validation(
                 f"({cfg.data.sim_config}) {sim_cfg.pupil.npix // sim_cfg.detector.binning} px"
             )
         return ds.read_arrays(), str(ds.path)
-    val_sim = type(sim)(sim.cfg, sim.seed, sim.device, stream_id("val"))
     n = cfg.data.online_val_samples
-    parts = [val_sim.batch(np.arange(a, min(a + 64, n))) for a in range(0, n, 64)]
-    x, y = (torch.cat(t) for t in zip(*parts, strict=True))
+    x, y = type(sim)(sim.cfg, sim.seed, sim.device, stream_id("val")).samples(n)
     return (x, y), f"{n} simulated samples (stream 'val')"
 
 
