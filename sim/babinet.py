@@ -28,6 +28,25 @@ def _half_grid_weights(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keep, weight
 
 
+def _left_singular(a: torch.Tensor, sketch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left singular vectors and values of a wide matrix of small numerical rank.
+
+    A fixed-seed range finder (Halko, Martinsson & Tropp 2011): the SVD of the sketch
+    Q^T a, Q an orthonormal basis of a G, with the sketch widened until its smallest
+    singular value is at float64 round-off (the whole range caught); deterministic.
+    """
+    g = torch.Generator(device="cpu").manual_seed(0)
+    while sketch < min(a.shape):
+        omega = torch.randn(a.shape[1], sketch, generator=g, dtype=a.dtype).to(a.device)
+        basis, _ = torch.linalg.qr(a @ omega)
+        u, s, _ = torch.linalg.svd(basis.T @ a, full_matrices=False)
+        if s[-1] <= 1e-15 * s[0]:
+            return basis @ u, s
+        sketch *= 2
+    u, s, _ = torch.linalg.svd(a, full_matrices=False)
+    return u, s
+
+
 class RealBabinet(torch.nn.Module):
     """T for real maps (B, L, C, N, N): L wavelengths, C maps each (e.g. real, imaginary).
 
@@ -69,6 +88,59 @@ class RealBabinet(torch.nn.Module):
             focal = torch.einsum("lcd,bldij->blcij", mix, focal)
         z = (focal.reshape(b, n_l, c * m, m) @ self.v[:, 0]).reshape(b, n_l, c, m, n)
         return self.v_t @ z  # -> (B, L, C, N, N)
+
+    @torch.no_grad()
+    def low_rank(self, support: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """T between `support` and the whole grid as a sum of r separable terms.
+
+        T is symmetric, positive semi-definite (T = Q^T Q, Q = sqrt(K) (V x V)) and of
+        tiny numerical rank: the dot spans about one lambda/D, so a pupil-supported
+        field reaches it through ~20 significant terms (the Slepian concentration
+        problem), against the 2M' = 36 focal rows the separable form pays for per axis.
+        With the SVD of T restricted to maps supported on `support`:
+
+            T(x)           ~ sum_k out_k <inp_k, x>   for x zero off `support`,
+            T(y) * support ~ sum_k inp_k <out_k, y>   for any y (T symmetric),
+
+        keeping the singular values above `rtol` x the largest (the relative error of
+        both, in operator norm). Built in float64 from the separable factors.
+
+        Args:
+            support: (N, N) bool, the pixels the inputs (or the kept outputs) live on.
+            rtol: relative truncation of the singular values.
+
+        Returns:
+            out, inp: (L, r, N, N) in this operator's dtype (inp zero off `support`;
+            wavelengths of lower rank padded with zero terms).
+        """
+        f64 = torch.float64
+        n = support.shape[-1]
+        idx = torch.nonzero(support.flatten().to(self.v.device)).flatten()
+        rows, cols = idx // n, idx % n
+        outs, inps = [], []
+        for v, k in zip(self.v[:, 0].to(f64), self.kernel[:, 0].to(f64), strict=True):
+            p, q = torch.nonzero(k > 0, as_tuple=True)
+            sqrt_k = k[p, q].sqrt()
+            q_sup = sqrt_k[:, None] * v[p][:, rows] * v[q][:, cols]  # Q on the support
+            u, s = _left_singular(q_sup)
+            keep = s > 1e-14 * s[0]  # the numerical rank of Q restricted
+            u, s = u[:, keep], s[keep]
+            focal = torch.zeros(u.shape[1], *k.shape, dtype=f64, device=k.device)
+            focal[:, p, q] = (u * sqrt_k[:, None]).T
+            y = (v.T @ focal @ v).flatten(1).T  # Q^T U on the whole grid (N^2, r0)
+            # T restricted = (Q^T U S) (Q_sup^T U S^-1)^T; its own SVD orders the terms
+            left, sig, right_t = torch.linalg.svd(y * s, full_matrices=False)
+            r = int((sig > rtol * sig[0]).sum())
+            outs.append((left[:, :r] * sig[:r]).T)
+            inps.append(((y[idx] / s) @ right_t[:r].T).T)
+        r_max = max(o.shape[0] for o in outs)
+        out = torch.zeros(len(outs), r_max, n * n, dtype=f64, device=self.v.device)
+        inp = torch.zeros_like(out)
+        for i, (o, w) in enumerate(zip(outs, inps, strict=True)):
+            out[i, : o.shape[0]] = o
+            inp[i, : w.shape[0], idx] = w
+        shape = (len(outs), r_max, n, n)
+        return out.reshape(shape).to(self.v.dtype), inp.reshape(shape).to(self.v.dtype)
 
 
 class MatrixBabinet(torch.nn.Module):

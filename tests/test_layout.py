@@ -100,8 +100,11 @@ def _circles(graph: dict[str, set[str]]) -> list[str]:
         state[node] = 1
         stack.append(node)
         for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                found.append(" -> ".join([*stack[stack.index(nxt) :], nxt]))
+            if state.get(nxt) == 1:  # a circle, written from its first module by name
+                ring = stack[stack.index(nxt) :]
+                first = ring.index(min(ring))
+                ring = ring[first:] + ring[:first]
+                found.append(" -> ".join([*ring, ring[0]]))
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from common.cli import OneLineErrorGroup, one_line_errors
-from recon.cli.bench import bench_command
+from recon.cli.bench import bench_command, bench_refine_command
 from recon.cli.distill import distill_command
 from recon.cli.evaluate import eval_command
 from recon.cli.export import export_command
@@ -35,6 +35,7 @@ _COMMANDS = {
     "export": export_command,
     "distill": distill_command,
     "bench": bench_command,
+    "bench-refine": bench_refine_command,
     "info": info_command,
 }
 for _name, _command in _COMMANDS.items():

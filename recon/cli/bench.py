@@ -11,7 +11,7 @@ from common.cli import console
 from common.io import write_json_atomic
 from recon.cli.train import floats
 
-__all__ = ["bench_command"]
+__all__ = ["bench_command", "bench_refine_command"]
 
 
 def bench_command(
@@ -39,6 +39,42 @@ def bench_command(
         steps=steps,
         repeats=repeats,
         devices=None if device is None else [device],
+    )
+    print_table(rows)
+    path = write_json_atomic(out or default_json_path(), {"results": rows})
+    console.print(f"JSON: {path}")
+
+
+def bench_refine_command(
+    sizes: Annotated[str, typer.Option(help="comma-separated samplings [px]")] = "64,128",
+    n: Annotated[int, typer.Option(help="samples per sampling")] = 64,
+    batch_size: Annotated[int, typer.Option(help="samples per fit")] = 32,
+    rms_max: Annotated[float, typer.Option(help="true OPD RMS drawn in 0-this [nm]")] = 500.0,
+    start_error: Annotated[
+        float, typer.Option(help="start off by this x RMS + 5 nm (a network's start)")
+    ] = 0.2,
+    device: Annotated[
+        str | None, typer.Option(help="cpu | cuda [cpu, and cuda if present]")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON [bench/refine_bench.json]")] = None,
+) -> None:
+    """Modal refinement: Jacobian ms/sample against torch.func, and the whole fit."""
+    from common.errors import UserError
+    from recon.estimators.bench import bench_refine, default_json_path, print_table
+
+    if n < 1 or batch_size < 1:
+        raise UserError(f"--n and --batch-size must be at least 1, got {n} and {batch_size}")
+    if not 0 <= rms_max <= 2000 or start_error < 0:
+        raise UserError(
+            f"--rms-max must be in 0-2000 nm and --start-error >= 0, got {rms_max}, {start_error}"
+        )
+    rows = bench_refine(
+        sizes=[int(s) for s in floats(sizes, "--sizes")],
+        devices=None if device is None else [device],
+        n=n,
+        batch_size=batch_size,
+        rms_max=rms_max,
+        start_error=start_error,
     )
     print_table(rows)
     path = write_json_atomic(out or default_json_path(), {"results": rows})

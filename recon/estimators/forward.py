@@ -15,7 +15,6 @@ float64 (the engine built at ``complex128``); frames are clear-pupil normalised.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,15 +123,7 @@ class FrameModel:
         self.npix = cfg.pupil.npix
         self.n_wavelengths = len(cfg.wavelengths_um)
         self.pupil_pixels = int(e.detector_mask.sum())
-        self._dots: dict[torch.dtype, torch.nn.Module] = {}
-
-    def _dot(self, dtype: torch.dtype) -> torch.nn.Module:
-        """The dot operator in `dtype` (a float32 copy is made once, on first use)."""
-        if dtype == self.dtype:
-            return self.engine.dot_operator
-        if dtype not in self._dots:
-            self._dots[dtype] = copy.deepcopy(self.engine.dot_operator).to(dtype)
-        return self._dots[dtype]
+        self._low_rank: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def noise(self) -> NoiseModel:
         """The config's detector noise (`NoiseModel.from_config`)."""
@@ -154,52 +145,95 @@ class FrameModel:
         """Normalised intensities (B, L, N, N) for OPD maps (B, N, N) [nm] (float64)."""
         return self.linearise(opd_nm).intensity
 
-    def jvp(
-        self, lin: Linearisation, tangents_nm: torch.Tensor, dtype: torch.dtype | None = None
-    ) -> torch.Tensor:
-        """dI for K tangents per sample: (B, K, N, N) [nm] -> (B, K, L, N, N) [per nm].
+    def low_rank_dot(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dot operator's separable terms (out, inp) (L, r, N, N) on the lit pupil.
 
-        dI = 2 k (v s - E . T(i e v)), s = E . (i e): one pass of the dot operator over
-        B K L fields (in `dtype`, default float64; float32 halves time and memory).
+        `RealBabinet.low_rank` truncated at 1e-7 (float32) or 1e-12 (float64) of the
+        largest singular value: r ~ 17 or 36 terms, against the 2M' = 36 focal rows per
+        axis of the separable form. Built once per dtype (float64 SVD, ~0.1 s at 64 px).
         """
         dtype = dtype or self.dtype
-        b, n_k = tangents_nm.shape[:2]
+        if dtype not in self._low_rank:
+            rtol = 1e-12 if dtype == torch.float64 else 1e-7
+            lit = torch.as_tensor(self.lit, device=self.device)
+            out, inp = self.engine.dot_operator.low_rank(lit, rtol)
+            self._low_rank[dtype] = (out.to(dtype), inp.to(dtype))
+        return self._low_rank[dtype]
+
+    def jvp(
+        self,
+        lin: Linearisation,
+        tangents_nm: torch.Tensor,
+        dtype: torch.dtype | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """dI for K tangents: (B, K, N, N), or (K, N, N) shared by every sample, [nm]
+        -> (B, K, L, N, N) [per nm], a transposed view of (B, L, K, N, N) storage.
+
+        dI = 2 k (v s - E . T(i e v)), s = E . (i e). T acts on the pupil-supported i e v
+        through its r separable terms (`low_rank_dot`): the projections <inp_r, i e v>
+        for all K tangents are one matrix product, and E . T(...) another, against the
+        (E . mix) out_r maps; in `dtype` (default the model's). `weights` (B, L, N, N):
+        return w dI instead (folded into the small factors: no extra pass).
+        """
+        dtype = dtype or self.dtype
         e_in, e_out = lin.e_in.to(dtype), lin.e_out.to(dtype)
         k = self.k.to(dtype)
-        # s = E . (i e) = Im(e) ... per wavelength: (B, L, N, N)
+        out, inp = self.low_rank_dot(dtype)  # (L, r, N, N)
+        b, n_l, _, n, _ = e_in.shape
+        n_r = out.shape[1]
+        # s = E . (i e) per wavelength: (B, L, N, N)
         local = (e_out[:, :, 1] * e_in[:, :, 0] - e_out[:, :, 0] * e_in[:, :, 1]) * k
-        v = tangents_nm.to(dtype)[:, :, None]  # (B, K, 1, N, N)
-        op = self._dot(dtype)
-        n_l, n = e_in.shape[1], e_in.shape[-1]
-        # i e v, both parts at once: (B, K, L, 2, N, N) -> first MFT stage over x
-        de = torch.stack((-e_in[:, :, 1], e_in[:, :, 0]), dim=2)[:, None] * v[:, :, :, None]
-        y = de.reshape(b * n_k, n_l, 2 * n, n) @ op.v_t[:, 0]  # (BK, L, 2N, 2M')
-        m = op.v.shape[-2]
-        focal = op.v @ y.reshape(b * n_k, n_l, 2, n, m)  # (BK, L, 2, 2M', 2M')
-        focal = op.kernel * focal
-        mix = self.mix.to(dtype)[None, :, :, :, None, None]  # (1, L, 2, 2, 1, 1)
-        focal = (mix * focal[:, :, None]).sum(dim=3)  # (BK, L, 2, 2M', 2M')
-        z = (focal.reshape(b * n_k, n_l, 2 * m, m) @ op.v[:, 0]).reshape(b * n_k, n_l, 2, m, n)
-        t = op.v_t @ z  # T(i e v): (BK, L, 2, N, N)
-        t = t.reshape(b, n_k, n_l, 2, n, n)
-        cross = torch.addcmul(
-            e_out[:, None, :, 0] * t[:, :, :, 0], e_out[:, None, :, 1], t[:, :, :, 1]
-        )  # E . T(i e v): (B, K, L, N, N)
-        return 2 * (local[:, None] * v - cross * k)
+        if weights is not None:
+            local = local * weights.to(dtype)
+        i_e = torch.stack((-e_in[:, :, 1], e_in[:, :, 0]), dim=2)  # (B, L, 2, N, N)
+        probe = (i_e[:, :, :, None] * inp[None, :, None]).reshape(b, n_l * 2 * n_r, n * n)
+        v = tangents_nm.to(dtype)
+        shared = v.dim() == 3
+        n_k = v.shape[-3]
+        if shared:  # one product for the whole batch: (B L 2 r, N^2) @ (N^2, K)
+            coeff = (probe.reshape(-1, n * n) @ v.reshape(n_k, n * n).T).reshape(b, -1, n_k)
+        else:
+            coeff = probe @ v.reshape(b, n_k, n * n).transpose(1, 2)  # (B, L 2 r, K)
+        # E . mix T(.) = sum_d (sum_c E_c mix[c, d]) T(.)_d: the maps (E . mix)_d out_r, with
+        # the factor -2 k folded in; accumulated onto 2 k s v in one pass (baddbmm)
+        e_mix = torch.einsum("blcxy,lcd->bldxy", e_out, self.mix.to(dtype) * (-2 * k))
+        if weights is not None:
+            e_mix = e_mix * weights.to(dtype)[:, :, None]
+        maps = (e_mix[:, :, :, None] * out[None, :, None]).reshape(b * n_l, 2 * n_r, n * n)
+        coeff = coeff.reshape(b, n_l, 2 * n_r, n_k).transpose(2, 3).reshape(b * n_l, n_k, -1)
+        if shared:
+            v = v.reshape(1, 1, n_k, n * n)
+        else:
+            v = v.reshape(b, 1, n_k, n * n)
+        d_i = (2 * local).reshape(b, n_l, 1, n * n) * v  # (B, L, K, N^2)
+        d_i = torch.baddbmm(d_i.reshape(b * n_l, n_k, n * n), coeff, maps)
+        return d_i.reshape(b, n_l, n_k, n, n).transpose(1, 2)  # (B, K, L, N, N), a view
 
     def vjp(self, lin: Linearisation, cotangent: torch.Tensor) -> torch.Tensor:
-        """J^T u: intensity cotangents (B, L, N, N) -> OPD gradient (B, N, N) [per nm]."""
+        """J^T u: intensity cotangents (B, L, N, N) -> OPD gradient (B, N, N) [per nm].
+
+        T's adjoint (T with the mix transposed) is needed on the lit pupil only, where
+        e is: there it is the transpose of `jvp`'s low-rank form, so the two are an exact
+        adjoint pair.
+        """
+        out, inp = self.low_rank_dot()
         g_out = 2 * lin.e_out * cotangent[:, :, None]  # (B, L, 2, N, N)
-        g_in = g_out - self.engine.dot_operator(g_out, self.mix_t)
+        coeff = torch.einsum("lrxy,bldxy->bldr", out, g_out)
+        coeff = torch.einsum("lcd,bldr->blcr", self.mix_t, coeff)
+        g_in = g_out - torch.einsum("blcr,lrxy->blcxy", coeff, inp)  # valid on the lit pupil
         g_phi = -lin.e_in[:, :, 1] * g_in[:, :, 0] + lin.e_in[:, :, 0] * g_in[:, :, 1]
         return (g_phi * self.k).sum(dim=1)  # (B, L, N, N) -> (B, N, N)
 
     def modal_jacobian(
-        self, lin: Linearisation, basis: torch.Tensor, dtype: torch.dtype | None = None
+        self,
+        lin: Linearisation,
+        basis: torch.Tensor,
+        dtype: torch.dtype | None = None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """dI/dc for unit-RMS modes `basis` (J, N, N): (B, J, L, N, N) [per nm RMS].
 
-        Forward mode over the J columns (`jvp`), in `dtype` (default float64).
+        Forward mode over the J columns shared by the batch (`jvp`), in `dtype`.
         """
-        b = lin.intensity.shape[0]
-        return self.jvp(lin, basis.expand(b, -1, -1, -1), dtype)
+        return self.jvp(lin, basis, dtype, weights)

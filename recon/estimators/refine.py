@@ -100,6 +100,7 @@ def refine_modal(
     w = _weights(model, frames, noise)
     c = coeffs0_nm.to(f64).clone()
     b, n_modes = c.shape
+    n_wl = frames.shape[1]
     dev = c.device
     lam = torch.full((b,), damping, dtype=f64, device=dev)
     iters = np.zeros(b, dtype=np.int64)
@@ -122,9 +123,12 @@ def refine_modal(
         cost_before = cost[idx].clone()
         lin = Linearisation(e_in[idx], e_out[idx], inten[idx])
         r = (lin.intensity - frames[idx]) * w[idx]
-        jac = (model.modal_jacobian(lin, basis) * w[idx][:, None]).flatten(2)  # (b, J, P)
-        h = (jac @ jac.transpose(1, 2)).to(f64)  # (b, J, J)
-        g = (jac @ r.flatten(1)[..., None]).to(f64)  # (b, J, 1)
+        # weighted Jacobian per wavelength (b, L, J, N^2): the jvp's own storage order
+        jac = model.modal_jacobian(lin, basis, weights=w[idx]).transpose(1, 2)
+        jac = jac.flatten(3).flatten(0, 1)  # (b L, J, N^2)
+        h = (jac @ jac.transpose(1, 2)).unflatten(0, (-1, n_wl)).sum(1).to(f64)  # (b, J, J)
+        g = (jac @ r.flatten(2).flatten(0, 1)[..., None]).unflatten(0, (-1, n_wl))
+        g = g.sum(1).to(f64)  # (b, J, 1)
         del jac
         diag = torch.diagonal(h, dim1=1, dim2=2)
         diag = diag.clamp(min=1e-12 * float(diag.max()))
