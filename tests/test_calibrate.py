@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
+import h5py
 import numpy as np
 import torch
 
-from recon.estimators.calibrate import NOMINAL, ParametricZWFS, calibrate
-from recon.estimators.forward import NoiseModel
+from recon.estimators.calibrate import NOMINAL, ParametricZWFS, calibrate, load_calibration
+from recon.estimators.forward import FrameModel, NoiseModel
+from recon.estimators.refine import RefinedEstimator
 from sim.config import load_sim_config
 from sim.detector import add_noise
+from sim.zernike import zernike_basis, zernike_coefficients
 
 
 def test_calibration_recovers_the_exact_model_residual() -> None:
@@ -51,3 +56,108 @@ def test_calibration_recovers_the_exact_model_residual() -> None:
     assert np.all(off < [3e-3, 3e-3, 0.02, 0.02, 3e-3]), off
     np.testing.assert_allclose(calibrated.log_flux, flux.numpy(), atol=3e-3)
     assert calibrated.misfit < 1.1  # chi^2 per pixel ~1: the fit is at the noise
+
+
+def _lab_frames(npix: int, b: int, seed: int):
+    """A lab's frames: the dot 3 % narrower and 5 % deeper, the pupil 0.5 px off in x.
+
+    Made with the refinement's own engine (`FrameModel` with that system: the sim's dot,
+    not the calibration's smooth-edged one), 1e7 photons and 1 e- read noise, Noll 2-36
+    at 20-150 nm RMS. Returns config, true system, true coefficients (B, J), frames.
+    """
+    cfg = load_sim_config("quick").with_overrides(
+        **{"pupil.npix": npix, "detector.photons": 1e7, "detector.read_noise_e": 1.0}
+    )
+    true_sys = (0.97, 1.05, 0.5, 0.0, 1.0)
+    lab = FrameModel(cfg, system=true_sys)
+    basis = torch.as_tensor(zernike_basis(list(range(2, 37)), npix))
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randn(b, 35, generator=g, dtype=torch.float64)
+    c = c / c.norm(dim=1, keepdim=True) * torch.linspace(20, 150, b, dtype=torch.float64)[:, None]
+    clean = lab.intensity(torch.einsum("bj,jhw->bhw", c, basis)).numpy()
+    frames = add_noise(clean, np.arange(b), 1, 2, 1e7, 1.0, lab.pupil_pixels)
+    return cfg, true_sys, c.numpy(), frames
+
+
+class _Start:
+    """An `Estimator` returning fixed OPD maps (a network's estimate: 20 % off)."""
+
+    def __init__(self, cfg, opd_nm: np.ndarray) -> None:
+        self.name, self.npix, self.opd = "start", cfg.pupil.npix, opd_nm.astype(np.float32)
+        self.wavelengths_m = list(cfg.wavelengths_m)
+        self.mask = FrameModel(cfg).mask
+
+    def estimate(self, intensities, wavelengths_m=None) -> np.ndarray:
+        return self.opd
+
+
+def test_self_calibration_then_refinement_matches_the_exact_system() -> None:
+    # Unknown aberrations: refine with the nominal system, calibrate on 6 frames from
+    # there, refine every frame with the calibrated system. The refinement with the
+    # exact system sets the floor (the noise, ~0.2 nm); the issue's target is 1.2x it.
+    cfg, true_sys, c, frames = _lab_frames(24, 10, seed=5)
+    basis = zernike_basis(list(range(2, 37)), 24)
+    rng = np.random.default_rng(0)
+    off = rng.normal(size=c.shape) * 0.2 * np.linalg.norm(c, axis=1, keepdims=True) / 35**0.5
+    start = _Start(cfg, np.einsum("bj,jhw->bhw", c + off, basis))
+    mask = start.mask
+
+    def residual(opd: np.ndarray) -> float:  # median RMS [nm] over the samples
+        d = (opd - np.einsum("bj,jhw->bhw", c, basis))[:, mask]
+        return float(np.median((d - d.mean(1, keepdims=True)).std(1)))
+
+    nominal = RefinedEstimator(start, cfg).estimate(frames)
+    exact = residual(RefinedEstimator(start, cfg, system=true_sys).estimate(frames))
+    model = ParametricZWFS(cfg, list(range(2, 37)))
+    noise = NoiseModel.from_config(cfg, int(model.mask.sum()))
+    coeffs = zernike_coefficients(nominal, basis, mask)
+    fit = calibrate(model, frames[:6], coeffs[:6], noise=noise)
+    calibrated = residual(RefinedEstimator(start, cfg, system=fit.system).estimate(frames))
+    assert 0 < exact < 1.0
+    assert residual(nominal) > 10 * exact  # the nominal system is the wrong model
+    assert calibrated <= 1.2 * exact, (calibrated, exact)
+    assert np.all(np.abs(fit.system - np.asarray(true_sys)) < [5e-3, 5e-3, 0.02, 0.02, 5e-3])
+
+
+def test_cli_calibrate_from_known_aberrations_then_refine(tmp_path) -> None:
+    # A DM poke set: the file's coefficients are known. recon calibrate --known writes the
+    # system; recon eval --refine --calibration uses it and leaves a smaller residual
+    # than the nominal system, and a missing file or --calibration alone is one line.
+    from typer.testing import CliRunner
+
+    from recon.cli import app
+    from sim.generate import generate_dataset
+
+    cfg, true_sys, _, _ = _lab_frames(24, 1, seed=0)
+    cfg = cfg.with_overrides(**{"aberration.rms_max_nm": 100.0})
+    data = generate_dataset(cfg, tmp_path / "lab.h5", 8, split="test", seed=6, device="cpu")
+    with h5py.File(data, "r+") as f:  # the frames of the lab's (non-nominal) system
+        c = torch.as_tensor(f["coefficients"][:], dtype=torch.float64)
+        basis = torch.as_tensor(zernike_basis(list(range(2, 37)), 24))
+        lab = FrameModel(cfg, system=true_sys)
+        clean = lab.intensity(torch.einsum("bj,jhw->bhw", c, basis)).numpy()
+        f["intensity"][...] = add_noise(clean, np.arange(8), 1, 2, 1e7, 1.0, lab.pupil_pixels)
+    runner = CliRunner()
+    cal = tmp_path / "cal.json"
+    args = ["calibrate", "--data", str(data), "--known", "--n", "6", "--out", str(cal)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    fitted = load_calibration(cal)
+    assert np.all(np.abs(np.asarray(fitted) - true_sys) < [5e-3, 5e-3, 0.02, 0.02, 5e-3])
+    medians = {}
+    for name, extra in (("nominal", []), ("calibrated", ["--calibration", str(cal)])):
+        out = tmp_path / name
+        args = ["eval", "--baseline", "analytic", "--refine", "modal", "--data", str(data)]
+        result = runner.invoke(app, [*args, *extra, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "report.json").read_text())
+        true = np.asarray(report["per_sample"]["true_rms_nm"])
+        res = np.asarray(report["per_sample"]["residual_rms_nm"]["analytic@1um + refine"])
+        medians[name] = float(np.median(res[true < 60]))  # the analytic start's basin
+    assert medians["calibrated"] < 0.2 * medians["nominal"], medians
+    bad = runner.invoke(app, ["eval", "--baseline", "analytic", "--data", str(data),
+                              "--calibration", str(cal)])  # fmt: skip
+    assert bad.exit_code == 2 and "--calibration needs --refine" in bad.output
+    missing = runner.invoke(app, ["eval", "--baseline", "analytic", "--refine", "modal",
+                                  "--data", str(data), "--calibration", "nope.json"])  # fmt: skip
+    assert missing.exit_code == 2 and "no calibration file at nope.json" in missing.output

@@ -10,6 +10,7 @@ import typer
 
 from common.cli import OneLineErrorGroup, one_line_errors
 from recon.cli.bench import bench_command, bench_refine_command
+from recon.cli.calibrate import calibrate_command
 from recon.cli.distill import distill_command
 from recon.cli.evaluate import eval_command
 from recon.cli.export import export_command
@@ -31,6 +32,7 @@ _COMMANDS = {
     "train": train_command,
     "eval": eval_command,
     "loop": loop_command,
+    "calibrate": calibrate_command,
     "predict": predict_command,
     "export": export_command,
     "distill": distill_command,

@@ -10,6 +10,7 @@ import typer
 from common.cli import UserError, console, progress_bar
 from recon.cli.options import (
     BatchOpt,
+    CalibrationOpt,
     DataOpt,
     DeviceOpt,
     MaxOpt,
@@ -41,6 +42,7 @@ def eval_command(
     device: DeviceOpt = "cpu",
     name: NameOpt = None,
     refine: RefineOpt = None,
+    calibration: CalibrationOpt = None,
 ) -> None:
     """Evaluate reconstructors on a test set: JSON, Markdown and PNG report, capture ranges."""
     from recon.evaluation import default_out_dir, evaluate, write_report
@@ -49,8 +51,10 @@ def eval_command(
     total = count_samples(data, max_samples)  # one-line error for a bad file, before any model
     estimators = build_estimators(sources or [], baseline or [], data, wavelength, device, name)
     reference = next(iter(estimators)) if baseline else None  # the first --baseline
+    if calibration is not None and not refine:
+        raise UserError("--calibration needs --refine (the calibrated system refines estimates)")
     if refine:
-        estimators = add_refined(estimators, data, refine, device)
+        estimators = add_refined(estimators, data, refine, device, calibration=calibration)
     try:
         with progress_bar(total, "evaluating") as advance:
             report = evaluate(

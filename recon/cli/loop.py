@@ -10,6 +10,7 @@ import typer
 from common.cli import UserError, console, progress_bar
 from recon.cli.options import (
     BatchOpt,
+    CalibrationOpt,
     DataOpt,
     DeviceOpt,
     MaxOpt,
@@ -39,6 +40,7 @@ def loop_command(
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "cpu",
     refine: RefineOpt = None,
+    calibration: CalibrationOpt = None,
 ) -> None:
     """Closed loop: correct by gain x estimate, re-simulate, repeat; closed-loop capture range."""
     from recon.estimators import list_baselines
@@ -52,8 +54,12 @@ def loop_command(
     ests = build_estimators(
         [source] if source else [], [baseline] if baseline else [], data, wavelength, device
     )
+    if calibration is not None and not refine:
+        raise UserError("--calibration needs --refine (the calibrated system refines estimates)")
     if refine:
-        ests = add_refined(ests, data, refine, device, zero_start=False, only=True)
+        ests = add_refined(
+            ests, data, refine, device, zero_start=False, only=True, calibration=calibration
+        )
     (est,) = ests.values()
     n = count_samples(data, max_samples)
     try:

@@ -11,6 +11,7 @@ from common.cli import UserError
 
 __all__ = [
     "BatchOpt",
+    "CalibrationOpt",
     "DataOpt",
     "DeviceOpt",
     "MaxOpt",
@@ -38,6 +39,12 @@ RefineOpt = Annotated[
     typer.Option(
         "--refine",
         help="modal | zonal: also refine each estimate by fitting the frames with the engine",
+    ),
+]
+CalibrationOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--calibration", help="with --refine: a recon calibrate file (dot, pupil) [nominal]"
     ),
 ]
 NameOpt = Annotated[
@@ -107,17 +114,21 @@ def add_refined(
     device: str = "cpu",
     zero_start: bool = True,
     only: bool = False,
+    calibration: Path | None = None,
 ) -> dict[str, Any]:
     """Estimators plus "<label> + refine" for each (and "zero start + refine").
 
     `mode`: modal | zonal (`recon.estimators.refine.RefinedEstimator`), fitted with the
-    dataset's system and photon level; `only`: return the refined ones alone.
+    dataset's system and photon level (its dot and pupil from `calibration`, a
+    `recon calibrate` file, when given); `only`: return the refined ones alone.
     """
+    from recon.estimators.calibrate import load_calibration
     from recon.estimators.refine import RefinedEstimator, ZeroEstimator
     from recon.evaluation import open_test_set
 
     if mode not in ("modal", "zonal"):
         raise UserError(f"--refine must be modal or zonal, got {mode!r}")
+    system = None if calibration is None else load_calibration(calibration)
     with open_test_set(data) as ts:
         cfg = ts.sim_config()
     bases = dict(estimators)
@@ -126,7 +137,7 @@ def add_refined(
     out: dict[str, Any] = {} if only else dict(estimators)
     try:
         for label, est in bases.items():
-            refined = RefinedEstimator(est, cfg, mode=mode, device=device)
+            refined = RefinedEstimator(est, cfg, mode=mode, device=device, system=system)
             refined.name = f"{label} + refine" + ("" if mode == "modal" else " (zonal)")
             out[refined.name] = refined
     except ValueError as err:  # binning, pixel size

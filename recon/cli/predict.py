@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from common.cli import UserError, console
+from recon.cli.options import CalibrationOpt
 
 __all__ = ["predict_command"]
 
@@ -44,6 +45,7 @@ def predict_command(
         str | None,
         typer.Option(help="modal | zonal: refine the network's estimate with the ZWFS engine"),
     ] = None,
+    calibration: CalibrationOpt = None,
 ) -> None:
     """Reconstruct the OPD [nm] and its Noll coefficients with a trained network."""
     from data.lab import load_lab_frames
@@ -59,6 +61,13 @@ def predict_command(
         raise UserError("--frames needs --clear: the clear-pupil frame normalises the intensities")
     if refine is not None and refine not in ("modal", "zonal"):
         raise UserError(f"--refine must be modal or zonal, got {refine!r}")
+    if calibration is not None and refine is None:
+        raise UserError("--calibration needs --refine (the calibrated system refines the estimate)")
+    system = None
+    if calibration is not None:
+        from recon.estimators.calibrate import load_calibration
+
+        system = load_calibration(calibration)
     sim_cfg = None
     if refine is not None and data is not None and data.is_file():
         from recon.evaluation import open_test_set
@@ -66,7 +75,9 @@ def predict_command(
         with open_test_set(data) as ts:  # the frames' own system and photon level
             sim_cfg = ts.sim_config()
     try:
-        rec = Reconstructor.from_checkpoint(checkpoint, refine=refine, sim_config=sim_cfg)
+        rec = Reconstructor.from_checkpoint(
+            checkpoint, refine=refine, sim_config=sim_cfg, system=system
+        )
     except ValueError as err:  # no system to refine with, binning, pixel size
         raise UserError(str(err).splitlines()[0]) from None
     if data is not None:

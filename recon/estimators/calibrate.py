@@ -20,23 +20,39 @@ the system held at the given values (the nominal or the exact model).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from recon.estimators.forward import NoiseModel
+from common.errors import KnownError
+from common.io import write_json_atomic
+from recon.estimators.forward import NOMINAL_SYSTEM, SYSTEM_FIELDS, NoiseModel, shifted_pupil
 from sim.config import SimConfig
 from sim.mask import focal_coordinates
 from sim.zernike import zernike_basis
 from sim.zwfs import ZWFSModel
 
-__all__ = ["SYSTEM_FIELDS", "CalibrationResult", "ParametricZWFS", "calibrate"]
+__all__ = [
+    "SYSTEM_FIELDS",
+    "CalibrationResult",
+    "ParametricZWFS",
+    "calibrate",
+    "load_calibration",
+    "save_calibration",
+]
 
-SYSTEM_FIELDS = ("diameter_scale", "depth_scale", "shift_x_px", "shift_y_px", "pupil_scale")
-"""The system vector's entries, in order; nominal (1, 1, 0, 0, 1)."""
-NOMINAL = (1.0, 1.0, 0.0, 0.0, 1.0)
+
+class CalibrationFileError(KnownError):
+    """A calibration file that is missing or does not hold a system."""
+
+
+NOMINAL = NOMINAL_SYSTEM  # (1, 1, 0, 0, 1), the entries as `SYSTEM_FIELDS`
 
 
 class ParametricZWFS:
@@ -60,8 +76,6 @@ class ParametricZWFS:
         self.basis = torch.as_tensor(zernike_basis(self.modes, n), dtype=f64)
         self.k = engine.wavenumber_per_nm  # (L, 1, 1)
         self.wavelengths_nm = torch.tensor(cfg.wavelengths_um, dtype=f64) * 1e3
-        c = torch.arange(n, dtype=f64) - (n - 1) / 2
-        self.yy, self.xx = torch.meshgrid(c, c, indexing="ij")  # [px]
         q = cfg.focal.samples_per_lambda0_d
         u = focal_coordinates(cfg.focal_box_samples, q)
         self.u_pitch = float(u[1] - u[0])
@@ -80,8 +94,7 @@ class ParametricZWFS:
 
     def _pupil(self, system: torch.Tensor) -> torch.Tensor:
         """Transmission (N, N) of the shifted, scaled pupil (1-px linear edge)."""
-        r = torch.hypot(self.xx - system[2], self.yy - system[3])
-        return (system[4] * self.npix / 2 - r + 0.5).clamp(0.0, 1.0)
+        return shifted_pupil(self.npix, system)
 
     def intensity(
         self, coeffs_nm: torch.Tensor, system: torch.Tensor, log_flux: torch.Tensor
@@ -185,6 +198,7 @@ def calibrate(
     system0: tuple[float, ...] = NOMINAL,
     fit_system: bool = True,
     noise: NoiseModel | None = None,
+    fit_opd: bool = True,
     max_iter: int = 40,
     tol: float = 1e-10,
 ) -> CalibrationResult:
@@ -192,9 +206,11 @@ def calibrate(
 
     Args:
         model: the parametric engine. frames: (B, L, N, N) measured, normalised.
-        coeffs0_nm: (B, J) start [nm RMS] (e.g. a refinement with the nominal model).
+        coeffs0_nm: (B, J) start [nm RMS] (e.g. a refinement with the nominal model), or
+            with ``fit_opd=False`` the known aberrations (a DM poke sequence), held fixed.
         system0: start (or, with ``fit_system=False``, the fixed value) of the system.
         noise: weights (`NoiseModel`); None: least squares.
+        fit_opd: False for a calibration set of known aberrations.
         max_iter: Jacobian evaluations; tol: stop when the cost falls by less than this
             fraction.
     """
@@ -206,10 +222,12 @@ def calibrate(
     sys0 = torch.tensor(system0, dtype=f64)
     c0 = torch.as_tensor(np.asarray(coeffs0_nm), dtype=f64)
 
+    n_fit = n_modes if fit_opd else 0  # fitted coefficients per sample
+
     def unpack(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        c = p[: b * n_modes].reshape(b, n_modes) * _COEFF_UNIT_NM
-        flux = p[b * n_modes : b * (n_modes + n_l)].reshape(b, n_l) * _FLUX_UNIT
-        s = sys0 + p[b * (n_modes + n_l) :] * _SYSTEM_UNIT if fit_system else sys0
+        c = p[: b * n_fit].reshape(b, n_fit) * _COEFF_UNIT_NM if fit_opd else c0
+        flux = p[b * n_fit : b * (n_fit + n_l)].reshape(b, n_l) * _FLUX_UNIT
+        s = sys0 + p[b * (n_fit + n_l) :] * _SYSTEM_UNIT if fit_system else sys0
         return c, s, flux
 
     def residual(p: torch.Tensor) -> torch.Tensor:
@@ -219,7 +237,7 @@ def calibrate(
     n_sys = len(SYSTEM_FIELDS) if fit_system else 0
     p = torch.cat(
         (
-            c0.flatten() / _COEFF_UNIT_NM,
+            c0.flatten()[: b * n_fit] / _COEFF_UNIT_NM,
             torch.zeros(b * n_l, dtype=f64),
             torch.zeros(n_sys, dtype=f64),
         )
@@ -230,7 +248,7 @@ def calibrate(
     iterations = 0
     for _ in range(max_iter):
         iterations += 1
-        jac = _jacobian(residual, p, b, n_modes, n_l, n_sys)  # (R, P)
+        jac = _jacobian(residual, p, b, n_fit, n_l, n_sys)  # (R, P)
         h, g = jac.T @ jac, jac.T @ r
         d = torch.diagonal(h).clamp(min=1e-12 * float(torch.diagonal(h).max()))
         improved = False
@@ -256,3 +274,32 @@ def calibrate(
         cost / r.numel(),
         iterations,
     )
+
+
+def save_calibration(fit: CalibrationResult, path: str | os.PathLike, **info: Any) -> Path:
+    """Write the fitted system as JSON ({"system": {field: value}, ...}), atomically."""
+    body = {
+        "system": dict(zip(SYSTEM_FIELDS, (float(x) for x in fit.system), strict=True)),
+        "units": {"diameter_scale": "x config", "depth_scale": "x config",
+                  "shift_x_px": "px", "shift_y_px": "px", "pupil_scale": "x radius"},
+        "misfit_chi2_per_pixel": fit.misfit,
+        "iterations": fit.iterations,
+        **info,
+    }  # fmt: skip
+    return write_json_atomic(path, body)
+
+
+def load_calibration(path: str | os.PathLike) -> tuple[float, ...]:
+    """The system vector (`SYSTEM_FIELDS`) of a `save_calibration` file."""
+    p = Path(path)
+    try:
+        system = json.loads(p.read_text())["system"]
+        return tuple(float(system[k]) for k in SYSTEM_FIELDS)
+    except FileNotFoundError:
+        raise CalibrationFileError(
+            f"no calibration file at {p} (recon calibrate makes one)"
+        ) from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise CalibrationFileError(
+            f"{p} is not a calibration file (needs system: {', '.join(SYSTEM_FIELDS)}): {err}"
+        ) from None

@@ -23,7 +23,31 @@ import torch
 from sim.config import SimConfig
 from sim.zwfs import ZWFSModel
 
-__all__ = ["FrameModel", "Linearisation", "NoiseModel"]
+__all__ = [
+    "NOMINAL_SYSTEM",
+    "SYSTEM_FIELDS",
+    "FrameModel",
+    "Linearisation",
+    "NoiseModel",
+    "shifted_pupil",
+]
+
+SYSTEM_FIELDS = ("diameter_scale", "depth_scale", "shift_x_px", "shift_y_px", "pupil_scale")
+"""The system vector of a calibration, in order: dot diameter and depth as factors of the
+config's, pupil shift [px] and pupil radius as a factor."""
+NOMINAL_SYSTEM = (1.0, 1.0, 0.0, 0.0, 1.0)
+
+
+def shifted_pupil(npix: int, system: torch.Tensor) -> torch.Tensor:
+    """Transmission (N, N) of the pupil shifted by system[2:4] [px], radius x system[4].
+
+    A disk with a 1-px linear edge (the grey-pixel area to first order), differentiable
+    in the system (`recon.estimators.calibrate`).
+    """
+    c = torch.arange(npix, dtype=system.dtype, device=system.device) - (npix - 1) / 2
+    yy, xx = torch.meshgrid(c, c, indexing="ij")  # [px]
+    r = torch.hypot(xx - system[2], yy - system[3])
+    return (system[4] * npix / 2 - r + 0.5).clamp(0.0, 1.0)
 
 
 @dataclass
@@ -94,6 +118,9 @@ class FrameModel:
         device: torch device.
         dtype: float64 (exact derivatives, tests, the Cramer-Rao bound) or float32 (the
             refinement's fields and Jacobians: intensities to ~1e-7, i.e. ~1e-5 nm).
+        system: a calibrated system (`SYSTEM_FIELDS`, e.g. `calibrate`'s): the config's
+            dot diameter and depth scaled, and the pupil shifted and scaled
+            (`shifted_pupil`); None: the config's nominal system.
     """
 
     def __init__(
@@ -101,7 +128,18 @@ class FrameModel:
         cfg: SimConfig,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float64,
+        system: tuple[float, ...] | np.ndarray | None = None,
     ) -> None:
+        if system is not None:
+            system = tuple(float(x) for x in system)
+            if len(system) != len(SYSTEM_FIELDS):
+                raise ValueError(f"system needs {len(SYSTEM_FIELDS)} values {SYSTEM_FIELDS}")
+            cfg = cfg.with_overrides(
+                **{
+                    "mask.diameter_lambda0_d": cfg.mask.diameter_lambda0_d * system[0],
+                    "mask.opd_depth_nm": cfg.mask.opd_depth_nm * system[1],
+                }
+            )
         if cfg.detector.binning != 1:
             raise ValueError(
                 f"refinement needs detector.binning = 1 (the frames on the OPD grid), got "
@@ -120,6 +158,12 @@ class FrameModel:
         self.mix_t = e.dot_mix.transpose(-1, -2).contiguous()
         self.mask = e.mask.cpu().numpy()  # (N, N) bool, transmission >= 0.5
         self.lit = (e.pupil > 0).cpu().numpy()  # (N, N) bool, any transmission
+        if system is not None and system[2:] != NOMINAL_SYSTEM[2:]:
+            sys_t = torch.tensor(system, dtype=e.pupil.dtype, device=self.device)
+            pupil = shifted_pupil(cfg.pupil.npix, sys_t)
+            self.amplitude = pupil / e.clear_mean.sqrt()  # normalised as the nominal pupil
+            self.lit = (pupil > 0).cpu().numpy()
+        self.system = NOMINAL_SYSTEM if system is None else system
         self.npix = cfg.pupil.npix
         self.n_wavelengths = len(cfg.wavelengths_um)
         self.pupil_pixels = int(e.detector_mask.sum())

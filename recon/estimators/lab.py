@@ -55,6 +55,8 @@ class Reconstructor:
         refine: None, or "modal" / "zonal": refine the network's estimate with the engine
             (`RefinedEstimator`) of `sim_config`, by default the checkpoint's system.
         sim_config: the system the frames come from (its detector sets the noise weights).
+        system: a calibrated dot and pupil (`recon.estimators.calibrate`) for the
+            refinement; None: the nominal system.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Reconstructor:
         modes: Sequence[int] = DEFAULT_MODES,
         refine: str | None = None,
         sim_config: SimConfig | None = None,
+        system: Sequence[float] | None = None,
     ) -> None:
         self.estimator = estimator
         self.refined: RefinedEstimator | None = None
@@ -72,7 +75,9 @@ class Reconstructor:
                 if estimator.meta.get("sim_config") is None:
                     raise ValueError("refine needs the system: the checkpoint has no sim_config")
                 cfg = SimConfig.model_validate(estimator.meta["sim_config"])
-            self.refined = RefinedEstimator(estimator, cfg, mode=refine, device=estimator.device)
+            self.refined = RefinedEstimator(
+                estimator, cfg, mode=refine, device=estimator.device, system=system
+            )
         self.modes = np.asarray(modes, dtype=np.int32)
         npix = estimator.npix
         # the grid of the model: array width = pupil diameter (unit diameter here)
@@ -87,10 +92,11 @@ class Reconstructor:
         device: str = "cpu",
         refine: str | None = None,
         sim_config: SimConfig | None = None,
+        system: Sequence[float] | None = None,
     ) -> Reconstructor:
         """Load a `recon train` checkpoint (file or run folder); refine as `Reconstructor`."""
         net = NetworkEstimator.from_checkpoint(path, device=device)
-        return cls(net, modes, refine, sim_config)
+        return cls(net, modes, refine, sim_config, system)
 
     def __call__(
         self, frames: np.ndarray, wavelengths_m: Sequence[float] | None = None

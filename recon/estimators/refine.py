@@ -293,6 +293,8 @@ class RefinedEstimator:
         device, max_iter, smoothness: solver settings (`refine_modal`, `refine_zonal`).
         batch_size: samples per fit. dtype: the engine's fields and Jacobians (float32:
             twice as fast; the solve stays float64, see `refine_modal`).
+        system: a calibrated system (`recon.estimators.calibrate`, entries as
+            `SYSTEM_FIELDS`): dot diameter and depth, pupil shift and scale; None: nominal.
     """
 
     def __init__(
@@ -307,13 +309,14 @@ class RefinedEstimator:
         smoothness: float = 1e-4,
         batch_size: int = 32,
         dtype: torch.dtype = torch.float32,
+        system: Sequence[float] | np.ndarray | None = None,
     ) -> None:
         if mode not in ("modal", "zonal"):
             raise ValueError(f"refine mode must be 'modal' or 'zonal', got {mode!r}")
         if base.npix != cfg.pupil.npix:
             raise ValueError(f"{base.name} works at {base.npix} px, the system at {cfg.pupil.npix}")
         self.base, self.cfg, self.mode = base, cfg, mode
-        self.model = FrameModel(cfg, device, dtype)
+        self.model = FrameModel(cfg, device, dtype, system)
         self.noise = self.model.noise() if weighted else None
         j_max = cfg.aberration.noll_max if noll_max is None else int(noll_max)
         self.modes = list(range(2, j_max + 1))
