@@ -62,3 +62,20 @@ def test_cli_export_and_bad_format(checkpoint: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "unknown --format" in bad.output
     missing = runner.invoke(app, ["export", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "Traceback" not in missing.output
+
+
+def test_aoti_package_matches_eager_at_any_batch(checkpoint: Path, tmp_path: Path) -> None:
+    # the compiled path: torch.export + AOTInductor, kernels for the CPU, dynamic batch
+    from recon.estimators.export import load_aoti
+
+    if "gru" in str(checkpoint):
+        pytest.skip("one architecture is enough for the compile (about 30 s each on 2 cores)")
+    result = runner.invoke(
+        app, ["export", str(checkpoint), "--format", "aoti", "--out", str(tmp_path / "m.pt2")]
+    )
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "m.pt2"
+    assert max_export_error(checkpoint, path, batch=5) < 1e-5  # a batch the export never saw
+    meta = json.loads(load_aoti(path).get_metadata()["zwfs_meta"])
+    assert len(meta["wavelengths_m"]) == 2 and meta["npix"] == 16
+    assert not list(tmp_path.glob("*.tmp*"))  # written under a temporary name, then renamed
