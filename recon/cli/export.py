@@ -22,7 +22,12 @@ def export_command(
     device: Annotated[str, typer.Option(help="aoti: the device it is compiled for")] = "cpu",
 ) -> None:
     """Export the model (normalisation included) and check it against the eager model."""
-    from recon.estimators.export import FORMATS, export_model, max_export_error
+    from recon.estimators.export import (
+        FORMATS,
+        batch1_latency_ms,
+        export_model,
+        max_export_error,
+    )
     from recon.models import resolve_checkpoint
 
     if fmt not in FORMATS:
@@ -38,8 +43,13 @@ def export_command(
         if fmt != "aoti":
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"AOTInductor could not compile the model ({first}); it needs g++") from None
+        raise UserError(f"AOTInductor failed ({first}); it needs a C++ compiler") from None
     console.print(f"wrote {path}")
     console.print(f"max |exported - eager| / max |eager| = {err:.1e} (tolerance {tolerance:g})")
     if err > tolerance:
         raise UserError(f"the exported model differs from the eager one by {err:.1e}")
+    lat = batch1_latency_ms(ckpt, path)
+    console.print(
+        f"batch-1 latency (median, host NumPy in and out): eager {lat['eager_ms']:.2f} ms, "
+        f"{fmt} {lat['exported_ms']:.2f} ms"
+    )

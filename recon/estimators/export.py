@@ -16,6 +16,9 @@ about a minute on 2 CPU cores.
 from __future__ import annotations
 
 import json
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +27,7 @@ import torch
 
 from recon.models import load_checkpoint
 
-__all__ = ["FORMATS", "export_model", "load_aoti", "max_export_error"]
+__all__ = ["FORMATS", "batch1_latency_ms", "export_model", "load_aoti", "max_export_error"]
 
 FORMATS = ("torchscript", "onnx", "aoti")
 SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx", "aoti": ".pt2"}
@@ -119,28 +122,68 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, info
     onnx.save(proto, str(path))
 
 
-def _run_exported(path: Path, x: np.ndarray) -> np.ndarray:
+def _runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The exported model, loaded once, as frames (B, L, H, W) float32 -> OPD (NumPy)."""
     if path.suffix == ".pt2":
         loaded = load_aoti(path)
         device = loaded.get_metadata().get("AOTI_DEVICE_KEY", "cpu")
-        with torch.no_grad():
-            return loaded(torch.from_numpy(x).to(device)).cpu().numpy()
+
+        def run_aoti(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return loaded(torch.from_numpy(x).to(device)).cpu().numpy()
+
+        return run_aoti
     if path.suffix == ".onnx":
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, {"intensity": x})[0]
-    loaded = torch.jit.load(str(path))
-    with torch.no_grad():
-        return loaded(torch.from_numpy(x)).numpy()
+        return lambda x: session.run(None, {"intensity": x})[0]
+    scripted = torch.jit.load(str(path))
+
+    def run_script(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return scripted(torch.from_numpy(x)).numpy()
+
+    return run_script
+
+
+def _eager(checkpoint: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    model, meta = load_checkpoint(checkpoint)
+    model.eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    return run, meta
 
 
 def max_export_error(checkpoint: str | Path, exported: str | Path, batch: int = 3) -> float:
     """Largest |exported - eager| / max|eager| on random frames of an unseen batch size."""
-    model, meta = load_checkpoint(checkpoint)
-    model.eval()
-    x = _example(meta, batch=batch)
-    with torch.no_grad():
-        eager = model(x).numpy()
-    got = _run_exported(Path(exported), x.numpy())
-    return float(np.abs(got - eager).max() / np.abs(eager).max())
+    eager, meta = _eager(checkpoint)
+    x = _example(meta, batch=batch).numpy()
+    want = eager(x)
+    got = _runner(Path(exported))(x)
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def batch1_latency_ms(
+    checkpoint: str | Path, exported: str | Path, repeats: int = 30
+) -> dict[str, float]:
+    """Median batch-1 latency [ms] of the eager model and the export, same frames, same run.
+
+    Frames in and OPD out as NumPy on the host (a lab script's view), after 3 warm-up calls.
+    """
+    eager, meta = _eager(checkpoint)
+    x = _example(meta, batch=1).numpy()
+    out = {}
+    for name, run in (("eager_ms", eager), ("exported_ms", _runner(Path(exported)))):
+        for _ in range(3):
+            run(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(x)
+            times.append(1e3 * (time.perf_counter() - t0))
+        out[name] = statistics.median(times)
+    return out
