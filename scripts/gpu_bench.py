@@ -8,7 +8,9 @@ Steps: (1) engine throughput (wavefront-wavelengths/s at batch 1024, 128 px, 4 w
 samples/s of PhENN and the GRU at batch 32 and 128 (bf16, channels_last, fused AdamW,
 torch.compile), with batch-1 latency and batched frames/s of the inference path (CUDA
 graphs); (4) a time-boxed training of the GRU and of PhENN on the paper set, then the
-capture range of each against the analytic method on the test set. Needs no network.
+capture range of each against the analytic method on the test set; (5) modal refinement
+(`recon bench-refine`): Jacobian against torch.func, whole-fit samples/s at 128 px.
+Needs no network.
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ class Scale:
     bench_steps: int = 5
     bench_repeats: int = 20
     infer_batch: int | None = None  # None: bench_one's default for the device
+    refine_n: int = 1024  # samples of the modal-refinement benchmark
+    refine_batch: int = 512
 
 
 FULL = Scale("paper", 128, 8000, 1000, 3000, 1024, 20, (128,), (32, 128), 150.0, None)
 SMOKE = Scale(
     "quick", 16, 64, 16, 48, 16, 2, (16,), (8,), 3.0,
-    {"phenn": {"widths": [4, 8]}, "gru": {"widths": [4, 8]}}, 2, 3, 8,
+    {"phenn": {"widths": [4, 8]}, "gru": {"widths": [4, 8]}}, 2, 3, 8, 4, 2,
 )  # fmt: skip
 
 
@@ -170,6 +174,17 @@ def timed_training(scale: Scale, folder: Path, device: torch.device) -> list[dic
     return out
 
 
+def refinement_speed(scale: Scale, device: torch.device) -> dict[str, Any]:
+    """`recon bench-refine` at the scale's sampling: Jacobian ms/sample and fits/s."""
+    from dataclasses import asdict
+
+    from recon.estimators.bench import bench_refine_one
+
+    npix = scale.bench_sizes[-1]
+    row = bench_refine_one(npix, device, n=scale.refine_n, batch_size=scale.refine_batch)
+    return asdict(row)
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The figures as Markdown tables."""
     e = result["engine"]
@@ -206,6 +221,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r['capture_range_nm']:.0f} | {r['capture_range_strict_nm']:.0f} | "
             f"{r['analytic_capture_range_nm']:.0f} | {ratio} |"
         )
+    r = result["refine"]
+    lines += [
+        "",
+        f"Modal refinement ({r['npix']} px, {r['samples']} samples, batch {r['batch_size']}, "
+        f"starts 20 % + 5 nm off): {r['refine_samples_per_s']:,.0f} fits/s "
+        f"({r['refine_ms']:.3f} ms/sample), median {r['iterations_median']:.0f} iterations, "
+        f"{100 * r['converged_fraction']:.0f} % converged, median residual "
+        f"{r['residual_median_nm']:.1e} nm; Jacobian {r['jacobian_ms']:.3f} ms/sample against "
+        f"{r['jacobian_peer_ms']:.3f} by torch.func ({r['jacobian_speedup']:.1f}x).",
+    ]
     lines.append(f"\nTotal wall time: {result['wall_s']:.0f} s.")
     return "\n".join(lines) + "\n"
 
@@ -236,6 +261,7 @@ def main() -> None:
         ("generate", lambda: generate_sets(scale, data, device)),
         ("speed", lambda: training_speed(scale, device)),
         ("training", lambda: timed_training(scale, data, device)),
+        ("refine", lambda: refinement_speed(scale, device)),
     ):
         t0 = time.perf_counter()
         result[key] = step()

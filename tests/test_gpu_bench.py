@@ -26,4 +26,7 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     trained = {r["arch"]: r for r in result["training"]}
     assert set(trained) == {"gru", "phenn"}
     assert all(r["steps"] >= 1 and r["analytic_capture_range_nm"] >= 25 for r in trained.values())
-    assert "| gru |" in (tmp_path / "gpu_bench.md").read_text()
+    assert result["refine"]["converged_fraction"] == 1.0
+    assert result["refine"]["jacobian_max_rel_diff"] < 1e-5
+    md = (tmp_path / "gpu_bench.md").read_text()
+    assert "| gru |" in md and "Modal refinement" in md
