@@ -22,7 +22,8 @@ measured frames) when they carry a photon level. Deterministic: no random number
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,18 @@ __all__ = [
     "refine_modal",
     "refine_zonal",
 ]
+
+
+@contextlib.contextmanager
+def _full_float32_matmul() -> Iterator[None]:
+    """Float32 matrix products in full precision while fitting (no TF32 on a GPU where a
+    caller allowed it: its 1e-3 relative error would move the fixed point itself)."""
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
 
 
 @dataclass
@@ -361,6 +374,10 @@ class RefinedEstimator:
     @torch.no_grad()
     def refine(self, frames: np.ndarray, start_nm: np.ndarray) -> tuple[np.ndarray, RefineReport]:
         """Refine starts (B, N, N) [nm] against frames (B, L, N, N) in the engine's order."""
+        with _full_float32_matmul():
+            return self._refine(frames, start_nm)
+
+    def _refine(self, frames: np.ndarray, start_nm: np.ndarray) -> tuple[np.ndarray, RefineReport]:
         y = self.model.tensor(frames)
         s = torch.as_tensor(start_nm, dtype=torch.float64, device=self.model.device)
         if self.mode == "modal":
