@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -83,7 +84,9 @@ def export_model(
 
 def _export_aoti(model: torch.nn.Module, example: torch.Tensor, path: Path, info: str) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    with warnings.catch_warnings():  # torch's own deprecation notices, not the user's concern
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     torch._inductor.aoti_compile_and_package(
         program,
         package_path=str(path),
