@@ -28,19 +28,22 @@ def _half_grid_weights(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keep, weight
 
 
-def _left_singular(a: torch.Tensor, sketch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_singular(
+    a: torch.Tensor, floor: float, sketch: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left singular vectors and values of a wide matrix of small numerical rank.
 
     A fixed-seed range finder (Halko, Martinsson & Tropp 2011): the SVD of the sketch
     Q^T a, Q an orthonormal basis of a G, with the sketch widened until its smallest
-    singular value is at float64 round-off (the whole range caught); deterministic.
+    singular value is at most `floor` x the largest (every direction above the floor
+    caught); deterministic.
     """
     g = torch.Generator(device="cpu").manual_seed(0)
     while sketch < min(a.shape):
         omega = torch.randn(a.shape[1], sketch, generator=g, dtype=a.dtype).to(a.device)
         basis, _ = torch.linalg.qr(a @ omega)
         u, s, _ = torch.linalg.svd(basis.T @ a, full_matrices=False)
-        if s[-1] <= 1e-15 * s[0]:
+        if s[-1] <= floor * s[0]:
             return basis @ u, s
         sketch *= 2
     u, s, _ = torch.linalg.svd(a, full_matrices=False)
@@ -122,8 +125,10 @@ class RealBabinet(torch.nn.Module):
             p, q = torch.nonzero(k > 0, as_tuple=True)
             sqrt_k = k[p, q].sqrt()
             q_sup = sqrt_k[:, None] * v[p][:, rows] * v[q][:, cols]  # Q on the support
-            u, s = _left_singular(q_sup)
-            keep = s > 1e-14 * s[0]  # the numerical rank of Q restricted
+            # Q's directions down to 1e-3 rtol: T = Q^T Q then errs by well under rtol
+            floor = max(1e-3 * rtol, 1e-15)
+            u, s = _left_singular(q_sup, floor)
+            keep = s > floor * s[0]
             u, s = u[:, keep], s[keep]
             focal = torch.zeros(u.shape[1], *k.shape, dtype=f64, device=k.device)
             focal[:, p, q] = (u * sqrt_k[:, None]).T
