@@ -70,7 +70,8 @@ def calibrate_command(
         start = truth
     else:
         net = NetworkEstimator.from_checkpoint(run, device=device)
-        refined = RefinedEstimator(net, cfg, device=device)
+        # restarts=0: with the nominal (wrong) system every fit is poor, none is stuck
+        refined = RefinedEstimator(net, cfg, device=device, restarts=0)
         with console.status(f"refining {k} estimates with the nominal system"):
             opd = refined.estimate(frames)
         # frames whose start fell outside the basin would pull the system: keep the best

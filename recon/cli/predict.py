@@ -116,5 +116,12 @@ def predict_command(
         console.print(
             f"refined ({refine}): {int(rep.converged.sum())}/{rep.converged.size} converged, "
             f"median {np.median(rep.iterations):.0f} iterations, "
-            f"median misfit {np.median(rep.misfit):.3g}"
+            f"median misfit {np.median(rep.misfit):.3g} (deviance per pixel), "
+            f"{int(rep.good_fit.sum())}/{rep.good_fit.size} fit down to the noise "
+            f"({int((rep.starts > 1).sum())} restarted)"
         )
+        if rep.good_fit.mean() < 0.5:
+            console.print(
+                "[yellow]most fits stay above the noise: the model may not match these "
+                "frames (recon calibrate, then --calibration)[/yellow]"
+            )

@@ -38,6 +38,7 @@ __all__ = [
     "RefineReport",
     "RefinedEstimator",
     "ZeroEstimator",
+    "good_fit",
     "refine_modal",
     "refine_zonal",
 ]
@@ -55,25 +56,53 @@ def _full_float32_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(old)
 
 
+NOISELESS_MISFIT = 1e-8
+"""Largest misfit per pixel of a good fit to noiseless frames (an intensity residual of
+1e-4 of the clear-pupil mean, RMS; a float32 engine reaches ~1e-14)."""
+
+
 @dataclass
 class RefineReport:
-    """Per-sample outcome (B,): iterations done, final misfit (chi^2 per pixel), converged."""
+    """Per-sample outcome (B,) of a fit.
+
+    Attributes:
+        iterations: Jacobian evaluations (summed over the starts tried).
+        misfit: final deviance per pixel (`NoiseModel.deviance`): ~1 for a fit down to the
+            noise, ~0 for noiseless frames.
+        converged: the solver stopped on its tolerance, not on ``max_iter``.
+        good_fit: the misfit is what the noise gives at the truth (`good_fit`): False
+            for a fit stuck in a local minimum, or frames the model cannot reproduce.
+        starts: starts fitted (1, or more after restarts; `RefinedEstimator`).
+    """
 
     iterations: np.ndarray
     misfit: np.ndarray
     converged: np.ndarray
+    good_fit: np.ndarray
+    starts: np.ndarray
 
 
-def _weights(model: FrameModel, frames: torch.Tensor, noise: NoiseModel | None) -> torch.Tensor:
-    """1 / sigma (B, L, N, N) from the measured frames (uniform without a photon level)."""
-    if noise is None or not noise.noisy:
-        return torch.ones_like(frames)
-    return noise.variance(frames).rsqrt()
+def good_fit(
+    noise: NoiseModel, intensity: torch.Tensor, frames: torch.Tensor, z_max: float = 2.0
+) -> torch.Tensor:
+    """Goodness of fit (B,) of model intensities (B, L, N, N) to measured frames.
+
+    With a photon level: the summed deviance is at most z_max standard deviations above
+    its mean at the truth (`NoiseModel.deviance_null`, pixels independent). Without:
+    misfit <= `NOISELESS_MISFIT` per pixel.
+    """
+    dev = _deviance(noise, intensity, frames)
+    n_px = frames[0].numel()
+    if not noise.noisy:
+        return dev <= NOISELESS_MISFIT * n_px
+    mean, var = noise.deviance_null(intensity)
+    return dev - mean.flatten(1).sum(1) <= z_max * var.flatten(1).sum(1).sqrt()
 
 
-def _misfit(res: torch.Tensor) -> torch.Tensor:
-    """Chi^2 per pixel (B,) of weighted residuals (B, L, N, N)."""
-    return res.square().flatten(1).mean(dim=1)
+def _deviance(noise: NoiseModel, intensity: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """The fit's cost (B,): the summed deviance (`NoiseModel.deviance`), in float64."""
+    d = noise.deviance(intensity.to(torch.float64), frames.to(torch.float64))
+    return d.flatten(1).sum(1)
 
 
 def refine_modal(
@@ -112,7 +141,7 @@ def refine_modal(
     """
     f64 = torch.float64
     frames = frames.to(model.dtype)
-    w = _weights(model, frames, noise)
+    noise = noise if noise is not None else NoiseModel(None)
     c = coeffs0_nm.to(f64).clone()
     b, n_modes = c.shape
     n_wl = frames.shape[1]
@@ -123,10 +152,9 @@ def refine_modal(
 
     def evaluate(idx: torch.Tensor, coeffs: torch.Tensor) -> tuple[torch.Tensor, Linearisation]:
         lin = model.linearise(torch.einsum("bj,jhw->bhw", coeffs.to(model.dtype), basis))
-        return (lin.intensity - frames[idx]) * w[idx], lin
+        return _deviance(noise, lin.intensity, frames[idx]), lin
 
-    res, lin_all = evaluate(torch.arange(b, device=dev), c)
-    cost = res.to(f64).square().flatten(1).sum(1)
+    cost, lin_all = evaluate(torch.arange(b, device=dev), c)
     e_in, e_out, inten = lin_all.e_in, lin_all.e_out, lin_all.intensity  # kept per sample
     diag_eye = torch.eye(n_modes, dtype=f64, device=dev)
     for _ in range(max_iter):
@@ -137,9 +165,10 @@ def refine_modal(
         ci = c[idx]
         cost_before = cost[idx].clone()
         lin = Linearisation(e_in[idx], e_out[idx], inten[idx])
-        r = (lin.intensity - frames[idx]) * w[idx]
+        w = noise.weights(lin.intensity)  # Fisher scoring: the weights at the model
+        r = (lin.intensity - frames[idx]) * w
         # weighted Jacobian per wavelength (b, L, J, N^2): the jvp's own storage order
-        jac = model.modal_jacobian(lin, basis, weights=w[idx]).transpose(1, 2)
+        jac = model.modal_jacobian(lin, basis, weights=w).transpose(1, 2)
         jac = jac.flatten(3).flatten(0, 1)  # (b L, J, N^2)
         h = (jac @ jac.transpose(1, 2)).unflatten(0, (-1, n_wl)).sum(1).to(f64)  # (b, J, J)
         g = (jac @ r.flatten(2).flatten(0, 1)[..., None]).unflatten(0, (-1, n_wl))
@@ -155,8 +184,7 @@ def refine_modal(
                 break
             a = h[sub] + lam[idx[sub]][:, None, None] * torch.diag_embed(diag[sub])
             delta = -torch.linalg.solve(a + 1e-14 * diag_eye, g[sub])[..., 0]
-            r_new, lin_new = evaluate(idx[sub], ci[sub] + delta)
-            new_cost = r_new.to(f64).square().flatten(1).sum(1)
+            new_cost, lin_new = evaluate(idx[sub], ci[sub] + delta)
             ok = new_cost <= cost[idx[sub]]
             good, where = sub[ok], idx[sub[ok]]
             step[good] = delta[ok]
@@ -171,8 +199,10 @@ def refine_modal(
         stalled = cost[idx] > (1 - stall_tol) * cost_before  # a local minimum (or the noise)
         done[idx[small | stalled]] = True
     misfit = cost / frames[0].numel()
-    converged = done.clone()
-    return c, RefineReport(iters, misfit.cpu().numpy(), converged.cpu().numpy())
+    good = good_fit(noise, inten, frames)
+    return c, RefineReport(
+        iters, misfit.cpu().numpy(), done.cpu().numpy(), good.cpu().numpy(), np.ones(b, np.int64)
+    )
 
 
 def _smoothness(x: torch.Tensor, lit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,11 +242,12 @@ def refine_zonal(
     lit = torch.as_tensor(model.lit, device=model.device)
     litf = lit.to(model.dtype)
     frames = frames.to(model.dtype)
-    w = _weights(model, frames, noise)
+    noise = noise if noise is not None else NoiseModel(None)
     x = opd0_nm.to(model.dtype) * litf
     b = x.shape[0]
     # the scale of diag(J^T W J): its local part, sum_l (2 k_l E . (i e))^2 w^2, lit mean
     lin = model.linearise(x)
+    w = noise.weights(lin.intensity)
     rot_dot = -lin.e_out[:, :, 0] * lin.e_in[:, :, 1] + lin.e_out[:, :, 1] * lin.e_in[:, :, 0]
     local = ((2 * model.k * rot_dot * w).square().sum(1) * litf).sum() / (litf.sum() * b)
     scale = float(local)
@@ -225,9 +256,9 @@ def refine_zonal(
 
     def objective(opd: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, object, object]:
         lin = model.linearise(opd)
-        r = (lin.intensity - frames[idx]) * w[idx]
         s, s_grad = _smoothness(opd, lit)
-        return 0.5 * r.square().flatten(1).sum(1) + 0.5 * alpha * s, lin, (r, s_grad)
+        dev = _deviance(noise, lin.intensity, frames[idx]).to(opd.dtype)
+        return 0.5 * dev + 0.5 * alpha * s, lin, s_grad
 
     def batch_dot(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return (a * c).flatten(1).sum(1)
@@ -242,8 +273,9 @@ def refine_zonal(
             break
         iters[idx.cpu().numpy()] += 1
         xi = x[idx]
-        fi, lin, (r, s_grad) = objective(xi, idx)
-        wi = w[idx]
+        fi, lin, s_grad = objective(xi, idx)
+        wi = noise.weights(lin.intensity)  # Fisher scoring: the weights at the model
+        r = (lin.intensity - frames[idx]) * wi
         grad = (model.vjp(lin, r * wi) + 0.5 * alpha * s_grad) * litf
         mui = mu[idx]
 
@@ -273,8 +305,28 @@ def refine_zonal(
         d_rms = (d.square() * litf).flatten(1).sum(1) / litf.sum()
         small = ok & (d_rms.sqrt() < step_tol_nm)
         done[idx[small]] = True
-    r = (model.intensity(x) - frames) * w
-    return x, RefineReport(iters, _misfit(r).cpu().numpy(), done.cpu().numpy())
+    inten = model.intensity(x)
+    misfit = _deviance(noise, inten, frames) / frames[0].numel()
+    good = good_fit(noise, inten, frames)
+    return x, RefineReport(
+        iters, misfit.cpu().numpy(), done.cpu().numpy(), good.cpu().numpy(), np.ones(b, np.int64)
+    )
+
+
+_SYMMETRIES = [(k, t) for t in (False, True) for k in range(4)]
+"""The square grid's 8 symmetries: k quarter turns, then a transpose or not; identity first."""
+
+
+def _transform(a: np.ndarray, k: int, transpose: bool) -> np.ndarray:
+    """Maps (..., N, N) turned by k quarter turns, then transposed."""
+    a = np.rot90(a, k, axes=(-2, -1))
+    return a.swapaxes(-1, -2) if transpose else a
+
+
+def _untransform(a: np.ndarray, k: int, transpose: bool) -> np.ndarray:
+    """The inverse of `_transform`."""
+    a = a.swapaxes(-1, -2) if transpose else a
+    return np.rot90(a, -k, axes=(-2, -1))
 
 
 class ZeroEstimator:
@@ -310,6 +362,11 @@ class RefinedEstimator:
             twice as fast; the solve stays float64, see `refine_modal`).
         system: a calibrated system (`recon.estimators.calibrate`, entries as
             `SYSTEM_FIELDS`): dot diameter and depth, pupil shift and scale; None: nominal.
+        restarts: at most this many more starts for a sample whose fit is poor
+            (`good_fit`): the base's estimates of the frames rotated and mirrored (the
+            pupil and dot are symmetric under the 8 rotations and mirrors of the square
+            grid, so each gives another start for the same OPD); the lowest misfit wins.
+            0: a single start.
     """
 
     def __init__(
@@ -325,6 +382,7 @@ class RefinedEstimator:
         batch_size: int = 32,
         dtype: torch.dtype = torch.float32,
         system: Sequence[float] | np.ndarray | None = None,
+        restarts: int = 7,
     ) -> None:
         if mode not in ("modal", "zonal"):
             raise ValueError(f"refine mode must be 'modal' or 'zonal', got {mode!r}")
@@ -343,6 +401,7 @@ class RefinedEstimator:
         self.max_iter = max_iter if max_iter is not None else (40 if mode == "modal" else 15)
         self.smoothness = smoothness
         self.batch_size = batch_size
+        self.restarts = min(max(int(restarts), 0), len(_SYMMETRIES) - 1)
         self.name = f"{base.name} + refine" + ("" if mode == "modal" else " (zonal)")
         self.wavelengths_m = list(cfg.wavelengths_m)
         self.npix = cfg.pupil.npix
@@ -354,22 +413,54 @@ class RefinedEstimator:
     ) -> np.ndarray:
         """OPD (B, H, W) [nm] float32, piston removed; `last_report` holds the fit's outcome."""
         x = as_frames(intensities, self.wavelengths_m, self.npix, wavelengths_m)
-        start = self.base.estimate(x, wavelengths_m=self.wavelengths_m)  # (B, H, W)
-        if start.shape != (x.shape[0], self.npix, self.npix):
-            raise ValueError(f"{self.base.name} returned {start.shape}, not {x.shape[:1]} maps")
+        start = self._start(x, (0, False))
+        opd, rep = self._refine_batches(x, start)
+        for symmetry in _SYMMETRIES[1 : 1 + self.restarts]:
+            poor = np.nonzero(~rep.good_fit)[0]
+            if poor.size == 0:
+                break
+            alt = self._start(x[poor], symmetry)
+            moved = np.sqrt(np.mean((alt - start[poor])[:, self.mask] ** 2, axis=1)) > 1.0
+            poor, alt = poor[moved], alt[moved]  # an equivariant base gives nothing new
+            if poor.size == 0:
+                continue
+            opd_alt, rep_alt = self._refine_batches(x[poor], alt)
+            rep.starts[poor] += 1
+            rep.iterations[poor] += rep_alt.iterations
+            better = rep_alt.misfit < rep.misfit[poor]
+            opd[poor[better]] = opd_alt[better]
+            for key in ("misfit", "converged", "good_fit"):
+                getattr(rep, key)[poor[better]] = getattr(rep_alt, key)[better]
+        self.last_report = rep
+        return np.where(self.model.lit, remove_piston(opd, self.mask), 0.0).astype(np.float32)
+
+    def _start(self, frames: np.ndarray, symmetry: tuple[int, bool]) -> np.ndarray:
+        """The base's estimate (B, N, N) [nm] of frames seen rotated by k x 90 degrees (and
+        transposed), mapped back: the same OPD for a symmetric system."""
+        turned = np.ascontiguousarray(_transform(frames, *symmetry))
+        start = self.base.estimate(turned, wavelengths_m=self.wavelengths_m)
+        if start.shape != (frames.shape[0], self.npix, self.npix):
+            raise ValueError(
+                f"{self.base.name} returned {start.shape}, not {frames.shape[:1]} maps"
+            )
+        return np.ascontiguousarray(_untransform(start, *symmetry))
+
+    def _refine_batches(
+        self, frames: np.ndarray, start: np.ndarray
+    ) -> tuple[np.ndarray, RefineReport]:
+        """`refine` over batches of `batch_size`: OPD (B, N, N) [nm] and the joined report."""
         outs, reports = [], []
-        for a in range(0, x.shape[0], self.batch_size):
-            opd, rep = self.refine(x[a : a + self.batch_size], start[a : a + self.batch_size])
+        for a in range(0, frames.shape[0], self.batch_size):
+            opd, rep = self.refine(frames[a : a + self.batch_size], start[a : a + self.batch_size])
             outs.append(opd)
             reports.append(rep)
-        self.last_report = RefineReport(
+        joined = RefineReport(
             *(
                 np.concatenate([getattr(r, k) for r in reports])
                 for k in RefineReport.__annotations__
             )
         )
-        opd = np.concatenate(outs)
-        return np.where(self.model.lit, remove_piston(opd, self.mask), 0.0).astype(np.float32)
+        return np.concatenate(outs), joined
 
     @torch.no_grad()
     def refine(self, frames: np.ndarray, start_nm: np.ndarray) -> tuple[np.ndarray, RefineReport]:
