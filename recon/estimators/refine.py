@@ -10,10 +10,12 @@ network's, the analytic one, or zero):
   (alpha x sum of squared neighbour differences), batched Gauss-Newton with
   conjugate gradients on the normal equations (J v and J^T u, never J itself).
 
-Objective: 0.5 sum ((I(opd) - frames) / sigma)^2 over every pixel and wavelength:
-plain least squares (sigma = 1) for noiseless frames, sigma^2 = (I n + r^2) / n^2
-(the Gaussian form of the Poisson + read-noise likelihood, n counts per unit, from the
-measured frames) when they carry a photon level. Deterministic: no random numbers.
+Objective: the deviance (`NoiseModel.deviance`) over every pixel and wavelength: plain
+least squares for noiseless frames, the shifted-Poisson likelihood of photon and read
+noise when they carry a photon level, minimised by Fisher scoring (Gauss-Newton on the
+residual weighted at the model's intensity). A fit whose deviance is too high for the
+noise (`good_fit`) is refitted from the base's estimates of the rotated and mirrored
+frames (`RefinedEstimator`, ``restarts``). Deterministic: no random numbers.
 
     est = RefinedEstimator(NetworkEstimator.from_checkpoint(run), cfg, mode="modal")
     opd_nm = est.estimate(frames)          # (B, H, W) nm, piston removed
@@ -230,9 +232,11 @@ def refine_zonal(
 ) -> tuple[torch.Tensor, RefineReport]:
     """Gauss-Newton-CG over the OPD on the lit pupil pixels, with a smoothness prior.
 
-    Minimises 0.5 chi^2 + 0.5 alpha S(opd), S the sum of squared differences of lit
-    neighbours [nm^2], alpha = `smoothness` x the mean diagonal of J^T W J (so the
-    prior's weight does not depend on the photon level). Each outer iteration solves
+    Minimises 0.5 deviance + 0.5 alpha S(opd - opd0), S the sum of squared differences of
+    lit neighbours [nm^2] of the departure from the start (a prior on the OPD itself
+    would pull a 300 nm aberration tens of nm towards flat), alpha = `smoothness` x the
+    mean diagonal of J^T W J (so the prior's weight does not depend on the photon level).
+    `RefinedEstimator` starts it from the modal fit. Each outer iteration solves
     (J^T W J + alpha L + mu I) d = -grad by `cg_iter` batched CG steps and accepts d
     when the objective falls (else mu grows, a Levenberg-Marquardt safeguard).
 
@@ -244,6 +248,7 @@ def refine_zonal(
     frames = frames.to(model.dtype)
     noise = noise if noise is not None else NoiseModel(None)
     x = opd0_nm.to(model.dtype) * litf
+    ref = x.clone()  # the prior's mean: the start
     b = x.shape[0]
     # the scale of diag(J^T W J): its local part, sum_l (2 k_l E . (i e))^2 w^2, lit mean
     lin = model.linearise(x)
@@ -256,7 +261,7 @@ def refine_zonal(
 
     def objective(opd: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, object, object]:
         lin = model.linearise(opd)
-        s, s_grad = _smoothness(opd, lit)
+        s, s_grad = _smoothness(opd - ref[idx], lit)
         dev = _deviance(noise, lin.intensity, frames[idx]).to(opd.dtype)
         return 0.5 * dev + 0.5 * alpha * s, lin, s_grad
 
@@ -354,7 +359,8 @@ class RefinedEstimator:
         base: any `Estimator` (network, analytic, `ZeroEstimator`): the start.
         cfg: the system the frames come from (a dataset's ``config``): engine, modes
             (Noll 2..J of ``aberration``), and the noise weights (``detector``).
-        mode: ``"modal"`` (Levenberg-Marquardt) or ``"zonal"`` (Gauss-Newton-CG).
+        mode: ``"modal"`` (Levenberg-Marquardt) or ``"zonal"`` (the modal fit, then the
+            pixels by Gauss-Newton-CG: for aberrations outside the modes).
         noll_max: highest Noll mode of the modal fit (default: the config's).
         weighted: weight by the config's photon level when it has one.
         device, max_iter, smoothness: solver settings (`refine_modal`, `refine_zonal`).
@@ -414,7 +420,7 @@ class RefinedEstimator:
         """OPD (B, H, W) [nm] float32, piston removed; `last_report` holds the fit's outcome."""
         x = as_frames(intensities, self.wavelengths_m, self.npix, wavelengths_m)
         start = self._start(x, (0, False))
-        opd, rep = self._refine_batches(x, start)
+        opd, rep = self._refine_batches(x, start, "modal")
         for symmetry in _SYMMETRIES[1 : 1 + self.restarts]:
             poor = np.nonzero(~rep.good_fit)[0]
             if poor.size == 0:
@@ -424,13 +430,17 @@ class RefinedEstimator:
             poor, alt = poor[moved], alt[moved]  # an equivariant base gives nothing new
             if poor.size == 0:
                 continue
-            opd_alt, rep_alt = self._refine_batches(x[poor], alt)
+            opd_alt, rep_alt = self._refine_batches(x[poor], alt, "modal")
             rep.starts[poor] += 1
             rep.iterations[poor] += rep_alt.iterations
             better = rep_alt.misfit < rep.misfit[poor]
             opd[poor[better]] = opd_alt[better]
             for key in ("misfit", "converged", "good_fit"):
                 getattr(rep, key)[poor[better]] = getattr(rep_alt, key)[better]
+        if self.mode == "zonal":  # the pixels polish the modal fit (a local method)
+            opd, rep_z = self._refine_batches(x, opd, "zonal")
+            rep.iterations += rep_z.iterations
+            rep.misfit, rep.converged, rep.good_fit = rep_z.misfit, rep_z.converged, rep_z.good_fit
         self.last_report = rep
         return np.where(self.model.lit, remove_piston(opd, self.mask), 0.0).astype(np.float32)
 
@@ -446,12 +456,13 @@ class RefinedEstimator:
         return np.ascontiguousarray(_untransform(start, *symmetry))
 
     def _refine_batches(
-        self, frames: np.ndarray, start: np.ndarray
+        self, frames: np.ndarray, start: np.ndarray, mode: str
     ) -> tuple[np.ndarray, RefineReport]:
         """`refine` over batches of `batch_size`: OPD (B, N, N) [nm] and the joined report."""
         outs, reports = [], []
         for a in range(0, frames.shape[0], self.batch_size):
-            opd, rep = self.refine(frames[a : a + self.batch_size], start[a : a + self.batch_size])
+            sl = slice(a, a + self.batch_size)
+            opd, rep = self.refine(frames[sl], start[sl], mode)
             outs.append(opd)
             reports.append(rep)
         joined = RefineReport(
@@ -463,17 +474,23 @@ class RefinedEstimator:
         return np.concatenate(outs), joined
 
     @torch.no_grad()
-    def refine(self, frames: np.ndarray, start_nm: np.ndarray) -> tuple[np.ndarray, RefineReport]:
-        """Refine starts (B, N, N) [nm] against frames (B, L, N, N) in the engine's order."""
+    def refine(
+        self, frames: np.ndarray, start_nm: np.ndarray, mode: str | None = None
+    ) -> tuple[np.ndarray, RefineReport]:
+        """One fit of starts (B, N, N) [nm] to frames (B, L, N, N) in the engine's order
+        (``mode``: the estimator's by default; no restarts, no modal stage)."""
         with _full_float32_matmul():
-            return self._refine(frames, start_nm)
+            return self._refine(frames, start_nm, mode or self.mode)
 
-    def _refine(self, frames: np.ndarray, start_nm: np.ndarray) -> tuple[np.ndarray, RefineReport]:
+    def _refine(
+        self, frames: np.ndarray, start_nm: np.ndarray, mode: str
+    ) -> tuple[np.ndarray, RefineReport]:
         y = self.model.tensor(frames)
         s = torch.as_tensor(start_nm, dtype=torch.float64, device=self.model.device)
-        if self.mode == "modal":
+        if mode == "modal":
             c0 = s[:, self._mask_t] @ self.projector  # (B, P) -> (B, J)
-            c, rep = refine_modal(self.model, y, c0, self.basis, self.noise, self.max_iter)
+            max_iter = self.max_iter if self.mode == "modal" else 40
+            c, rep = refine_modal(self.model, y, c0, self.basis, self.noise, max_iter)
             opd = torch.einsum("bj,jhw->bhw", c, self.basis.to(torch.float64))
         else:
             opd, rep = refine_zonal(

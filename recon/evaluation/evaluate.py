@@ -100,6 +100,7 @@ def evaluate(
         res = {k: np.empty(n) for k in estimators}
         corr = {k: np.empty(n) for k in estimators}
         seconds = dict.fromkeys(estimators, 0.0)
+        fits: dict[str, dict[str, list[np.ndarray]]] = {}  # refined estimators' reports
         ex_true: dict[int, np.ndarray] = {}
         ex_est: dict[str, dict[int, np.ndarray]] = {k: {} for k in estimators}
         for a in range(0, n, batch_size):
@@ -114,6 +115,9 @@ def evaluate(
                 t0 = time.perf_counter()
                 guess = est.estimate(frames, wavelengths_m=ts.wavelengths_m)  # (B, H, W)
                 seconds[name] += time.perf_counter() - t0
+                if (fit := getattr(est, "last_report", None)) is not None:
+                    for key in ("good_fit", "starts", "iterations", "converged"):
+                        fits.setdefault(name, {}).setdefault(key, []).append(getattr(fit, key))
                 res[name][a:b] = residual_rms_nm(opd, guess, mask)
                 corr[name][a:b] = pearson(opd, guess, mask)
                 for i in pick:
@@ -124,6 +128,14 @@ def evaluate(
     report = _assemble(
         estimators, ts, true_rms, res, corr, seconds, pick, ex_true, ex_est, reference
     )
+    for name, parts in fits.items():
+        got = {key: np.concatenate(v) for key, v in parts.items()}
+        report["estimators"][name]["summary"] |= {
+            "good_fit_fraction": float(got["good_fit"].mean()),
+            "restarted_fraction": float((got["starts"] > 1).mean()),
+            "converged_fraction": float(got["converged"].mean()),
+            "median_iterations": float(np.median(got["iterations"])),
+        }
     if crb is None:
         crb = ts.sim_config().detector.photons is not None if ts.info.get("config") else False
     if crb:

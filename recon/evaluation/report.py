@@ -77,6 +77,23 @@ def _markdown(report: dict[str, Any]) -> str:
             f"{fmt(e['ratio_to_analytic'], 2)} | {s['median_residual_nm']:.2f} | "
             f"{fmt(s['median_pearson'], 4)} | {s['ms_per_sample']:.2f} |"
         )
+    refined = {k: e["summary"] for k, e in report["estimators"].items()
+               if "good_fit_fraction" in e["summary"]}  # fmt: skip
+    if refined:
+        lines += [
+            "",
+            "Refinement: fits down to the noise (goodness of fit), restarted from the "
+            "rotated and mirrored frames, converged, median iterations:",
+            "",
+            "| estimator | good fit | restarted | converged | median iterations |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {k} | {100 * s['good_fit_fraction']:.1f} % | "
+            f"{100 * s['restarted_fraction']:.1f} % | {100 * s['converged_fraction']:.1f} % | "
+            f"{s['median_iterations']:.0f} |"
+            for k, s in refined.items()
+        ]
     names = list(report["estimators"])
     crb = report.get("crb")
     crb_bins = [b["median_crb_nm"] for b in crb["bins"]] if crb else None
