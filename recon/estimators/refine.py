@@ -117,6 +117,7 @@ def refine_modal(
     step_tol_nm: float = 1e-2,
     damping: float = 1e-3,
     stall_tol: float = 1e-4,
+    judge: NoiseModel | None = None,
 ) -> tuple[torch.Tensor, RefineReport]:
     """Levenberg-Marquardt over modal coefficients, each sample on its own.
 
@@ -137,6 +138,8 @@ def refine_modal(
         damping: initial Marquardt lambda (relative to diag(J^T J)).
         stall_tol: also stop a sample whose cost fell by less than this fraction in an
             iteration (a local minimum, or the noise floor): `misfit` tells which.
+        judge: the noise model `good_fit` judges by (default: `noise`; give the frames'
+            own when fitting noisy frames unweighted).
 
     Returns:
         coefficients (B, J) [nm RMS] (float64) and the `RefineReport`.
@@ -144,6 +147,7 @@ def refine_modal(
     f64 = torch.float64
     frames = frames.to(model.dtype)
     noise = noise if noise is not None else NoiseModel(None)
+    y_fit = noise.clamped_frames(frames)  # the residual that is the deviance's gradient
     c = coeffs0_nm.to(f64).clone()
     b, n_modes = c.shape
     n_wl = frames.shape[1]
@@ -168,7 +172,7 @@ def refine_modal(
         cost_before = cost[idx].clone()
         lin = Linearisation(e_in[idx], e_out[idx], inten[idx])
         w = noise.weights(lin.intensity)  # Fisher scoring: the weights at the model
-        r = (lin.intensity - frames[idx]) * w
+        r = (lin.intensity - y_fit[idx]) * w
         # weighted Jacobian per wavelength (b, L, J, N^2): the jvp's own storage order
         jac = model.modal_jacobian(lin, basis, weights=w).transpose(1, 2)
         jac = jac.flatten(3).flatten(0, 1)  # (b L, J, N^2)
@@ -201,7 +205,7 @@ def refine_modal(
         stalled = cost[idx] > (1 - stall_tol) * cost_before  # a local minimum (or the noise)
         done[idx[small | stalled]] = True
     misfit = cost / frames[0].numel()
-    good = good_fit(noise, inten, frames)
+    good = good_fit(judge or noise, inten, frames)
     return c, RefineReport(
         iters, misfit.cpu().numpy(), done.cpu().numpy(), good.cpu().numpy(), np.ones(b, np.int64)
     )
@@ -229,6 +233,7 @@ def refine_zonal(
     max_iter: int = 15,
     cg_iter: int = 25,
     step_tol_nm: float = 1e-3,
+    judge: NoiseModel | None = None,
 ) -> tuple[torch.Tensor, RefineReport]:
     """Gauss-Newton-CG over the OPD on the lit pupil pixels, with a smoothness prior.
 
@@ -247,6 +252,7 @@ def refine_zonal(
     litf = lit.to(model.dtype)
     frames = frames.to(model.dtype)
     noise = noise if noise is not None else NoiseModel(None)
+    y_fit = noise.clamped_frames(frames)  # the residual that is the deviance's gradient
     x = opd0_nm.to(model.dtype) * litf
     ref = x.clone()  # the prior's mean: the start
     b = x.shape[0]
@@ -280,7 +286,7 @@ def refine_zonal(
         xi = x[idx]
         fi, lin, s_grad = objective(xi, idx)
         wi = noise.weights(lin.intensity)  # Fisher scoring: the weights at the model
-        r = (lin.intensity - frames[idx]) * wi
+        r = (lin.intensity - y_fit[idx]) * wi
         grad = (model.vjp(lin, r * wi) + 0.5 * alpha * s_grad) * litf
         mui = mu[idx]
 
@@ -312,7 +318,7 @@ def refine_zonal(
         done[idx[small]] = True
     inten = model.intensity(x)
     misfit = _deviance(noise, inten, frames) / frames[0].numel()
-    good = good_fit(noise, inten, frames)
+    good = good_fit(judge or noise, inten, frames)
     return x, RefineReport(
         iters, misfit.cpu().numpy(), done.cpu().numpy(), good.cpu().numpy(), np.ones(b, np.int64)
     )
@@ -397,6 +403,7 @@ class RefinedEstimator:
         self.base, self.cfg, self.mode = base, cfg, mode
         self.model = FrameModel(cfg, device, dtype, system)
         self.noise = self.model.noise() if weighted else None
+        self._judge = self.model.noise()  # good_fit: the frames' own noise, weighted or not
         j_max = cfg.aberration.noll_max if noll_max is None else int(noll_max)
         self.modes = list(range(2, j_max + 1))
         basis = torch.as_tensor(zernike_basis(self.modes, cfg.pupil.npix), device=self.model.device)
@@ -421,13 +428,20 @@ class RefinedEstimator:
         x = as_frames(intensities, self.wavelengths_m, self.npix, wavelengths_m)
         start = self._start(x, (0, False))
         opd, rep = self._refine_batches(x, start, "modal")
+        tried = [start]  # (B, N, N) each; NaN: not tried for that sample
         for symmetry in _SYMMETRIES[1 : 1 + self.restarts]:
             poor = np.nonzero(~rep.good_fit)[0]
             if poor.size == 0:
                 break
             alt = self._start(x[poor], symmetry)
-            moved = np.sqrt(np.mean((alt - start[poor])[:, self.mask] ** 2, axis=1)) > 1.0
-            poor, alt = poor[moved], alt[moved]  # an equivariant base gives nothing new
+            new = np.ones(poor.size, dtype=bool)  # an equivariant base gives nothing new
+            for earlier in tried:
+                d = np.sqrt(np.mean((alt - earlier[poor])[:, self.mask] ** 2, axis=1))
+                new &= ~(d <= 1.0)  # within 1 nm RMS of a start already fitted (NaN: not)
+            full = np.full_like(start, np.nan)
+            full[poor] = alt
+            tried.append(full)
+            poor, alt = poor[new], alt[new]
             if poor.size == 0:
                 continue
             opd_alt, rep_alt = self._refine_batches(x[poor], alt, "modal")
@@ -490,10 +504,18 @@ class RefinedEstimator:
         if mode == "modal":
             c0 = s[:, self._mask_t] @ self.projector  # (B, P) -> (B, J)
             max_iter = self.max_iter if self.mode == "modal" else 40
-            c, rep = refine_modal(self.model, y, c0, self.basis, self.noise, max_iter)
+            c, rep = refine_modal(
+                self.model, y, c0, self.basis, self.noise, max_iter, judge=self._judge
+            )
             opd = torch.einsum("bj,jhw->bhw", c, self.basis.to(torch.float64))
         else:
             opd, rep = refine_zonal(
-                self.model, y, s, self.noise, self.smoothness, max_iter=self.max_iter
+                self.model,
+                y,
+                s,
+                self.noise,
+                self.smoothness,
+                max_iter=self.max_iter,
+                judge=self._judge,
             )
         return opd.cpu().numpy(), rep

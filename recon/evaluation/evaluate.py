@@ -130,6 +130,7 @@ def evaluate(
     )
     for name, parts in fits.items():
         got = {key: np.concatenate(v) for key, v in parts.items()}
+        report["per_sample"].setdefault("good_fit", {})[name] = got["good_fit"].tolist()
         report["estimators"][name]["summary"] |= {
             "good_fit_fraction": float(got["good_fit"].mean()),
             "restarted_fraction": float((got["starts"] > 1).mean()),
