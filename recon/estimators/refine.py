@@ -91,7 +91,8 @@ def good_fit(
 
     With a photon level: the summed deviance is at most z_max standard deviations above
     its mean at the truth (`NoiseModel.deviance_null`, pixels independent). Without:
-    misfit <= `NOISELESS_MISFIT` per pixel.
+    misfit <= `NOISELESS_MISFIT` per pixel. The null does not subtract the fitted
+    parameters (35 modes: negligible; a zonal fit's pixels: lenient, z ~ -10 at 32 px).
     """
     dev = _deviance(noise, intensity, frames)
     n_px = frames[0].numel()
