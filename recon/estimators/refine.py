@@ -58,6 +58,9 @@ def _full_float32_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(old)
 
 
+MODAL_MAX_ITER = 40
+"""Jacobian evaluations at most per modal fit (see `refine_modal`'s ``max_iter``)."""
+
 NOISELESS_MISFIT = 1e-8
 """Largest misfit per pixel of a good fit to noiseless frames (an intensity residual of
 1e-4 of the clear-pupil mean, RMS; a float32 engine reaches ~1e-14)."""
@@ -108,13 +111,33 @@ def _deviance(noise: NoiseModel, intensity: torch.Tensor, frames: torch.Tensor) 
     return d.flatten(1).sum(1)
 
 
+def _report(
+    cost: torch.Tensor,
+    intensity: torch.Tensor,
+    frames: torch.Tensor,
+    iterations: np.ndarray,
+    done: torch.Tensor,
+    judge: NoiseModel,
+) -> RefineReport:
+    """The report of one fit (one start each): misfit per pixel from the summed deviance
+    `cost` (B,), and `good_fit` by `judge` at the final `intensity`."""
+    good = good_fit(judge, intensity, frames)
+    return RefineReport(
+        iterations,
+        (cost / frames[0].numel()).cpu().numpy(),
+        done.cpu().numpy(),
+        good.cpu().numpy(),
+        np.ones(len(iterations), np.int64),
+    )
+
+
 def refine_modal(
     model: FrameModel,
     frames: torch.Tensor,
     coeffs0_nm: torch.Tensor,
     basis: torch.Tensor,
     noise: NoiseModel | None = None,
-    max_iter: int = 40,
+    max_iter: int = MODAL_MAX_ITER,
     step_tol_nm: float = 1e-2,
     damping: float = 1e-3,
     stall_tol: float = 1e-4,
@@ -205,11 +228,7 @@ def refine_modal(
         small = step.square().mean(1).sqrt() < step_tol_nm
         stalled = cost[idx] > (1 - stall_tol) * cost_before  # a local minimum (or the noise)
         done[idx[small | stalled]] = True
-    misfit = cost / frames[0].numel()
-    good = good_fit(judge or noise, inten, frames)
-    return c, RefineReport(
-        iters, misfit.cpu().numpy(), done.cpu().numpy(), good.cpu().numpy(), np.ones(b, np.int64)
-    )
+    return c, _report(cost, inten, frames, iters, done, judge or noise)
 
 
 def _smoothness(x: torch.Tensor, lit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -318,11 +337,7 @@ def refine_zonal(
         small = ok & (d_rms.sqrt() < step_tol_nm)
         done[idx[small]] = True
     inten = model.intensity(x)
-    misfit = _deviance(noise, inten, frames) / frames[0].numel()
-    good = good_fit(judge or noise, inten, frames)
-    return x, RefineReport(
-        iters, misfit.cpu().numpy(), done.cpu().numpy(), good.cpu().numpy(), np.ones(b, np.int64)
-    )
+    return x, _report(_deviance(noise, inten, frames), inten, frames, iters, done, judge or noise)
 
 
 _SYMMETRIES = [(k, t) for t in (False, True) for k in range(4)]
@@ -412,7 +427,8 @@ class RefinedEstimator:
         mask = torch.as_tensor(self.model.mask, device=self.model.device)
         self.projector = torch.linalg.pinv(basis[:, mask])  # (P, J) float64 least squares
         self._mask_t = mask
-        self.max_iter = max_iter if max_iter is not None else (40 if mode == "modal" else 15)
+        default_iter = MODAL_MAX_ITER if mode == "modal" else 15
+        self.max_iter = max_iter if max_iter is not None else default_iter
         self.smoothness = smoothness
         self.batch_size = batch_size
         self.restarts = min(max(int(restarts), 0), len(_SYMMETRIES) - 1)
@@ -504,7 +520,7 @@ class RefinedEstimator:
         s = torch.as_tensor(start_nm, dtype=torch.float64, device=self.model.device)
         if mode == "modal":
             c0 = s[:, self._mask_t] @ self.projector  # (B, P) -> (B, J)
-            max_iter = self.max_iter if self.mode == "modal" else 40
+            max_iter = self.max_iter if self.mode == "modal" else MODAL_MAX_ITER
             c, rep = refine_modal(
                 self.model, y, c0, self.basis, self.noise, max_iter, judge=self._judge
             )
