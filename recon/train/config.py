@@ -22,6 +22,7 @@ from pydantic import (
 
 import recon.models  # noqa: F401  (register the models that `arch` may name)
 from common.config import apply_dotted, check_wavelengths_um, read_yaml_mapping, validate_model
+from common.hardware import PRECISIONS, HardwarePlan, hardware_plan
 from recon.nn.registry import MODELS
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
     "validate_train_config",
 ]
 
-PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
 class _Strict(BaseModel):
@@ -164,6 +165,10 @@ class TrainConfig(_Strict):
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(
+                f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}"
+            )
         MODELS.get(self.arch)  # an unknown name fails here, listing the known ones
         if isinstance(self.devices, int) and self.devices < 1:
             raise ValueError(f"devices must be >= 1 or 'auto', got {self.devices}")
@@ -173,6 +178,10 @@ class TrainConfig(_Strict):
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the chosen architecture."""
         return dict(self.model_kwargs.get(self.arch, {}))
+
+    def hardware(self) -> HardwarePlan:
+        """The hardware plan of the configured accelerator, precision and compile."""
+        return hardware_plan(self.accelerator, precision=self.precision, compile=self.compile)
 
     def with_overrides(self, **dotted: Any) -> TrainConfig:
         """Copy with fields replaced by dotted names (``{"optim.lr": 1e-4}``); None is skipped."""

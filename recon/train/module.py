@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -19,27 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common.compiled import CompiledModule
 from common.errors import KnownError
+from common.hardware import HardwarePlan
 from recon.losses import MaskedMSELoss, OPDLoss, remove_piston
 from recon.models import CHECKPOINT_KEY, ModelOutput, ReconModel
 from recon.nn.unet import deep_supervision_loss
 from recon.train.config import TrainConfig
 
-__all__ = ["LitRecon", "NonFiniteLossError", "compiled"]
-
-
-def compiled(model: torch.nn.Module) -> Callable[..., Any]:
-    """`torch.compile(model)` that falls back to eager execution if compiling fails.
-
-    Dynamo's `suppress_errors` runs a frame eagerly when its compilation raises (no
-    C compiler, an unsupported op, an old GPU), with one warning from torch; the
-    model's parameters and state_dict are untouched (the compiled wrapper is not kept
-    as a submodule).
-    """
-    import torch._dynamo
-
-    torch._dynamo.config.suppress_errors = True
-    return torch.compile(model)
+__all__ = ["LitRecon", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(KnownError, RuntimeError):
@@ -54,34 +41,51 @@ class LitRecon(pl.LightningModule):
         model: the network with its normalisation.
         pupil: (H, W) pupil transmission: the loss weights (gray edge included).
         meta: JSON-able description saved in every checkpoint (see `recon.train`).
+        plan: the hardware plan (optimizer, memory format, compile, host syncs); None:
+            `cfg.hardware()`, the plan of the configured accelerator.
     """
 
     def __init__(
-        self, cfg: TrainConfig, model: ReconModel, pupil: Tensor, meta: dict[str, Any]
+        self,
+        cfg: TrainConfig,
+        model: ReconModel,
+        pupil: Tensor,
+        meta: dict[str, Any],
+        plan: HardwarePlan | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
+        self.plan = plan if plan is not None else cfg.hardware()
         self.model = model
         self.meta = meta
         self.register_buffer("pupil", pupil.float(), persistent=False)
         self.loss_fn = OPDLoss(cfg.loss.w_npcc, cfg.loss.w_pix, cfg.loss.pixel)
         self.mse = MaskedMSELoss()
-
-    def on_fit_start(self) -> None:
-        """GPU speed: channels_last memory layout, and `torch.compile` when configured."""
-        self._channels_last = self.device.type == "cuda"
-        if self._channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        enabled = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
+        self._first_bad_step: Tensor | None = None  # on the device: no host sync per step
         # kept outside the module tree: the compiled wrapper adds no state_dict keys
-        object.__setattr__(self, "_run", compiled(self.model) if enabled else self.model)
+        self.__dict__["_run"] = None
+
+    def setup(self, stage: str) -> None:
+        """Memory format and compilation, before the strategy moves and wraps the model
+        (DDP's gradient buckets must see the parameters' final strides)."""
+        if self._run is not None:
+            return
+        if self.plan.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.__dict__["_run"] = CompiledModule(self.model) if self.plan.compile else self.model
+
+    @property
+    def compile_status(self) -> dict[str, Any]:
+        """What the training steps ran: compiled graphs, or why they ran eagerly."""
+        from common.compiled import compile_status
+
+        return compile_status(self._run)
 
     def _predict(self, intensity: Tensor) -> ModelOutput:
-        """The model's forward, compiled when configured (falls back to eager on failure)."""
-        if getattr(self, "_channels_last", False):
+        """The model's forward, compiled when the plan says so (eager after a failure)."""
+        if self.plan.channels_last:
             intensity = intensity.contiguous(memory_format=torch.channels_last)
-        run = getattr(self, "_run", None)
-        return (self.model if run is None else run)(intensity)
+        return (self.model if self._run is None else self._run)(intensity)
 
     def forward(self, intensity: Tensor) -> Tensor:
         return self.model(intensity)  # (B, L, H, W) -> (B, 1, H, W) [nm]
@@ -111,21 +115,40 @@ class LitRecon(pl.LightningModule):
             terms["rms_nm"] = self.mse(residual, torch.zeros_like(residual), self.pupil).sqrt()
         return terms
 
-    def _check_finite(self, loss: Tensor) -> None:
-        """Stop the run (on every process) when `loss` is NaN or infinite."""
-        finite = bool(torch.isfinite(loss.detach()).item())
-        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+    def _watch_finite(self, loss: Tensor) -> None:
+        """Note the first step whose loss is NaN or infinite, on the device; check it on
+        the host every `plan.sync_every` steps (a GPU then runs ahead between checks)."""
+        bad = ~torch.isfinite(loss.detach())
+        if self._first_bad_step is None:
+            self._first_bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        first = self._first_bad_step
+        self._first_bad_step = torch.where(bad & (first < 0), self.global_step, first)
+        if (self.global_step + 1) % self.plan.sync_every == 0:
+            self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Stop the run (on every process) once any training loss has been non-finite."""
+        first = -1 if self._first_bad_step is None else int(self._first_bad_step)
+        if self.trainer.strategy.reduce_boolean_decision(first < 0, all=True):
             return
         ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "(none yet)"
+        where = f"step {first}" if first >= 0 else "another process's step"
         raise NonFiniteLossError(
-            f"training loss is {loss.item()} at epoch {self.current_epoch}, step "
-            f"{self.global_step}: run stopped; last good checkpoint: {ckpt}. Lower the "
-            "learning rate, keep gradient clipping on, or check the data for NaN/inf"
+            f"training loss is not finite from {where} (epoch {self.current_epoch}): run "
+            f"stopped; last good checkpoint: {ckpt}. Lower the learning rate, keep gradient "
+            "clipping on, or check the data for NaN/inf"
         )
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._check_finite()  # before a checkpoint can be written
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()  # runs before ModelCheckpoint's epoch-end save
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         terms = self.loss_terms(batch)
-        self._check_finite(terms["loss"])
+        self._watch_finite(terms["loss"])
         n = batch[0].shape[0]
         self.log(
             "train/loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=n
@@ -150,10 +173,12 @@ class LitRecon(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         opt = self.cfg.optim
-        on_gpu = all(p.is_cuda for p in self.parameters())
         optimizer = torch.optim.AdamW(
-            self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay, fused=on_gpu or None
-        )  # fused: one kernel for the whole update on a GPU
+            self.parameters(),
+            lr=opt.lr,
+            weight_decay=opt.weight_decay,
+            **self.plan.optimizer_kwargs,
+        )
         if opt.schedule == "none":
             return optimizer
         if opt.schedule == "cosine" and self.cfg.budget_s is not None:
@@ -183,6 +208,31 @@ class LitRecon(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
         }
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradient norm to `gradient_clip_val` in every precision, fused or not.
+
+        Lightning's mixed-precision plugin refuses to clip for an optimizer that unscales
+        inside its step (fused AdamW), even in bf16, which has no scaler. torch's own
+        contract does allow it: `GradScaler.unscale_`, then clip, then the scaler's step,
+        which passes no scale to a fused step whose gradients are already unscaled. So:
+        unscale here when a scaler is there (16-mixed; Lightning has done it already for
+        other optimizers, and a second `unscale_` would raise), then clip.
+        """
+        if not gradient_clip_val:
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            scaler.unscale_(optimizer)
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
 
     def cosine_factor(self, epoch: int) -> float:
         """LR / peak LR at `epoch` of a cosine decay to `min_lr` over the run's max_epochs."""

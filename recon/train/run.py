@@ -19,12 +19,19 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from common.config import ConfigError
+from common.hardware import HardwarePlan, device_type
+from common.io import write_json_atomic
 from common.provenance import local_stamp, utc_now_iso
 from data.schema import package_versions
 from data.torch_dataset import ZWFSDataset
@@ -125,9 +132,18 @@ def _loggers(run_dir: Path) -> list[Logger]:
 
 
 def build_trainer(
-    cfg: TrainConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = (), **overrides: Any
+    cfg: TrainConfig,
+    run_dir: Path,
+    callbacks: Sequence[pl.Callback] = (),
+    plan: HardwarePlan | None = None,
+    **overrides: Any,
 ) -> pl.Trainer:
-    """Lightning Trainer: checkpoints, early stopping, LR monitor, EMA, DDP when > 1 device."""
+    """Lightning Trainer: checkpoints, early stopping, LR monitor, EMA, DDP when > 1 device.
+
+    The precision and the progress bar's refresh (a host sync) follow `plan` (None:
+    `cfg.hardware()`).
+    """
+    plan = plan if plan is not None else cfg.hardware()
     cbs: list[pl.Callback] = [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
@@ -144,7 +160,10 @@ def build_trainer(
         cbs.append(EarlyStopping("val/loss", patience=cfg.early_stopping_patience, mode="min"))
     if cfg.ema_decay is not None:  # Lightning's weight averaging with an EMA update
         cbs.append(_ema_callback(cfg.ema_decay))
+    if overrides.get("enable_progress_bar", True):
+        cbs.append(TQDMProgressBar(refresh_rate=plan.sync_every))
     multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
+    precision_plugin = _precision_plugin(plan, cfg.accelerator)
     kwargs: dict[str, Any] = {
         "max_epochs": cfg.epochs,
         "max_time": None if cfg.budget_s is None else dt.timedelta(seconds=cfg.budget_s),
@@ -152,10 +171,11 @@ def build_trainer(
         "devices": cfg.devices,
         "num_nodes": cfg.num_nodes,
         "strategy": "ddp" if multi else "auto",
-        "precision": resolve_precision(cfg.precision, cfg.accelerator),
+        "precision": None if precision_plugin else plan.precision,
         "gradient_clip_val": cfg.optim.grad_clip,
         "callbacks": [*cbs, *callbacks],
-        "plugins": [AtomicCheckpointIO()],  # checkpoints whole or absent after kill -9
+        # checkpoints whole or absent after kill -9
+        "plugins": [AtomicCheckpointIO(), *precision_plugin],
         "logger": _loggers(run_dir),
         "log_every_n_steps": cfg.log_every_n_steps,
         "use_distributed_sampler": False,  # ZWFSDataModule shards and seeds itself
@@ -163,6 +183,20 @@ def build_trainer(
         **overrides,
     }
     return pl.Trainer(**kwargs)
+
+
+def _precision_plugin(plan: HardwarePlan, accelerator: str) -> list[pl.plugins.Precision]:
+    """A precision plugin where the Trainer's own choice would differ from `plan`'s.
+
+    Lightning turns 16-mixed on a CPU into bf16-mixed with a warning; a plan that says
+    16-mixed gets it (fp16 autocast and a gradient scaler on the CPU), so that the GPU's
+    scaler path runs in CI too. Empty: the Trainer's ``precision`` argument does it.
+    """
+    if plan.precision == "16-mixed" and device_type(accelerator) == "cpu":
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        return [MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))]
+    return []
 
 
 def _ema_callback(decay: float) -> pl.Callback:
@@ -174,14 +208,6 @@ def _ema_callback(decay: float) -> pl.Callback:
             f"ema_decay needs Lightning >= 2.5 (WeightAveraging); this is {pl.__version__}"
         ) from None
     return WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """'auto' -> 'bf16-mixed' where CUDA with bf16 will train, else '32'."""
-    if precision != "auto":
-        return precision
-    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32"
 
 
 def merge_metrics(run_dir: Path) -> Path | None:
@@ -226,6 +252,7 @@ def train(
     cfg: TrainConfig,
     resume: str | os.PathLike | None = None,
     callbacks: Sequence[pl.Callback] = (),
+    hardware: HardwarePlan | None = None,
     **trainer_overrides: Any,
 ) -> Path:
     """Train `cfg.arch` on `cfg.data`; returns the run folder.
@@ -235,11 +262,13 @@ def train(
             more epochs).
         resume: a run folder to continue from its ``checkpoints/last.ckpt``.
         callbacks: extra Lightning callbacks.
+        hardware: the hardware plan; None: `cfg.hardware()`. A plan for another device
+            than the one training runs on is how tests run the CUDA settings on a CPU.
         **trainer_overrides: extra `lightning.pytorch.Trainer` arguments (tests, debugging).
     """
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.online:
-        return train_online(cfg, resume, callbacks, **trainer_overrides)
+        return train_online(cfg, resume, callbacks, hardware, **trainer_overrides)
     data = load_data(cfg)
     cfg = resolve(cfg, data)
     n_wl = len(data.source.wavelengths_m)
@@ -249,7 +278,8 @@ def train(
     model = build_model(cfg.arch, cfg.kwargs, n_wl, stats)
     check_size(model.net, data.source.npix)
     run_dir, ckpt_path = _run_folder(cfg, resume)
-    lit = LitRecon(cfg, model, data.source.pupil, checkpoint_meta(cfg, data, stats, n_wl))
+    meta = checkpoint_meta(cfg, data, stats, n_wl)
+    lit = LitRecon(cfg, model, data.source.pupil, meta, hardware)
     return fit_run(cfg, lit, data, run_dir, callbacks, ckpt_path, **trainer_overrides)
 
 
@@ -268,6 +298,7 @@ def train_online(
     cfg: TrainConfig,
     resume: str | os.PathLike | None = None,
     callbacks: Sequence[pl.Callback] = (),
+    hardware: HardwarePlan | None = None,
     **trainer_overrides: Any,
 ) -> Path:
     """`train` with every batch simulated on the device (`recon.train.online`)."""
@@ -290,7 +321,7 @@ def train_online(
         cfg, stats, n_wl, sim_cfg.wavelengths_m, npix, cpu_sim.pupil, sim_cfg.model_dump(),
         {"train": f"online: {cfg.data.sim_config}, seed {cfg.seed}", "val": val_source},
     )  # fmt: skip
-    lit = LitRecon(cfg, model, cpu_sim.pupil, meta)
+    lit = LitRecon(cfg, model, cpu_sim.pupil, meta, hardware)
     dm = OnlineDataModule(cfg, sim_cfg, val)
     return fit_run(cfg, lit, dm, run_dir, callbacks, ckpt_path, **trainer_overrides)
 
@@ -338,7 +369,8 @@ def fit_run(
             data, cfg.batch_size, cfg.data.num_workers, cfg.seed, cfg.data.placement
         )
     )
-    trainer = build_trainer(cfg, run_dir, callbacks, **trainer_overrides)
+    plan = getattr(lit, "plan", None)
+    trainer = build_trainer(cfg, run_dir, callbacks, plan, **trainer_overrides)
     own_env = RUN_DIR_ENV not in os.environ
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP workers started by fit() read it
     try:
@@ -348,4 +380,13 @@ def fit_run(
             os.environ.pop(RUN_DIR_ENV, None)
         if trainer.is_global_zero:
             merge_metrics(run_dir)
+            _write_hardware(run_dir, lit)
     return run_dir
+
+
+def _write_hardware(run_dir: Path, lit: pl.LightningModule) -> None:
+    """``hardware.json``: the plan the run followed and what its steps ran (compiled?)."""
+    if not isinstance(lit, LitRecon):
+        return
+    record = {**lit.plan.describe(), "compile_status": lit.compile_status}
+    write_json_atomic(run_dir / "hardware.json", record)
