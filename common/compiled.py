@@ -34,6 +34,10 @@ class CompiledModule:
         dynamic: torch.compile's dynamic (None: a second input size compiles once more
             with a dynamic batch dimension instead of once per size).
         backend: torch.compile backend ("inductor"; tests pass one that fails).
+        recompile_limit: graphs per code object before dynamo gives up. One code object
+            (`ReconModel.forward`) serves every network of a process, and each takes 2-4
+            graphs (training, evaluation, a dynamic batch size): dynamo's default of 8 is
+            two networks (a benchmark of phenn and gru hit it).
     """
 
     def __init__(
@@ -42,9 +46,11 @@ class CompiledModule:
         mode: str | None = None,
         dynamic: bool | None = None,
         backend: str | Callable[..., Any] = "inductor",
+        recompile_limit: int = 64,
     ) -> None:
         self.module = module
         self.mode = mode
+        self.recompile_limit = recompile_limit
         self._compiled = torch.compile(module, mode=mode, dynamic=dynamic, backend=backend)
         self.graphs = 0
         self.fallback_reason: str | None = None
@@ -53,7 +59,7 @@ class CompiledModule:
         if self.fallback_reason is None:
             before = _graph_count()
             try:
-                with _strict_recompiles():
+                with _strict_recompiles(self.recompile_limit):
                     out = self._compiled(*args, **kwargs)
             except Exception as err:  # compiling failed: eager from now on, reason kept
                 self.fallback_reason = _one_line(err)
@@ -90,15 +96,21 @@ def compile_status(run: object) -> dict[str, Any]:
     return {"requested": False, "compiled": False, "graphs": 0, "mode": None, "fallback": None}
 
 
-def _strict_recompiles() -> contextlib.AbstractContextManager:
-    """Dynamo's recompile limit raises (instead of a silent eager run) inside the block."""
+def _strict_recompiles(limit: int) -> contextlib.AbstractContextManager:
+    """Inside the block: dynamo's recompile limit is `limit`, and reaching it raises
+    instead of a silent eager run."""
     import torch._dynamo
 
     config = torch._dynamo.config
-    for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):  # new, old name
-        if hasattr(config, name):
-            return config.patch(**{name: True})
-    return contextlib.nullcontext()
+    settings: dict[str, Any] = {}
+    for names, value in (
+        (("recompile_limit", "cache_size_limit"), limit),  # the new name, then the old
+        (("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"), True),
+    ):
+        name = next((n for n in names if hasattr(config, n)), None)
+        if name is not None:
+            settings[name] = value
+    return config.patch(**settings) if settings else contextlib.nullcontext()
 
 
 def _one_line(err: BaseException) -> str:

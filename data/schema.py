@@ -24,6 +24,7 @@ from common.provenance import utc_now_iso
 
 __all__ = [
     "COORDINATES",
+    "FINGERPRINTED_ATTRS",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "PER_SAMPLE",
@@ -116,6 +117,10 @@ REQUIRED_ATTRS: dict[str, type] = {"config": str, "engine": str, "seed": int, "s
 """Root attributes the caller must give; the writer adds `versions` (when absent),
 `created`, `n_samples`, `n_complete`, `sample_offset`, `pixel_scale_m`, `fingerprint`,
 `format` and `format_version`."""
+FINGERPRINTED_ATTRS = ("device",)
+"""Optional root attributes that decide the samples too: `device`, the torch device type
+("cpu", "cuda") of a simulation (the engine's rounding and the noise generators differ),
+so that a resume on another device is refused instead of mixing the two in one file."""
 
 
 class DatasetError(KnownError):
@@ -182,7 +187,8 @@ def fingerprint(
     npix: int,
     pixel_scale_m: float,
 ) -> str:
-    """SHA-256 (hex) of what decides the samples: config, seed, engine, split and layout.
+    """SHA-256 (hex) of what decides the samples: config, seed, engine, split, the device
+    type when given (`FINGERPRINTED_ATTRS`) and the layout.
 
     Versions and creation time are left out, so a resumed run on upgraded packages
     still matches; any other difference means the partial file belongs to another run.
@@ -192,6 +198,7 @@ def fingerprint(
         raise ValueError(f"attrs is missing {missing}; required: {sorted(REQUIRED_ATTRS)}")
     payload = {
         **{k: storable_attr(k, attrs[k]) for k in REQUIRED_ATTRS},
+        **{k: storable_attr(k, attrs[k]) for k in FINGERPRINTED_ATTRS if k in attrs},
         "n_samples": int(n_samples),
         "sample_offset": int(sample_offset),
         "wavelengths_m": [float(w) for w in wavelengths_m],

@@ -64,6 +64,16 @@ def estimate_size_bytes(n_samples: int, n_wavelengths: int, npix: int, n_modes: 
     return int(n_samples * per_sample + static + _OVERHEAD_BYTES)
 
 
+def _partial_attr(path: Path, key: str) -> Any:
+    """Root attribute `key` of a partial file (None when absent or unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            value = f.attrs.get(key)
+    except OSError:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _existing_folder(path: Path) -> Path:
     folder = path if path.is_dir() else path.parent
     while not folder.exists() and folder != folder.parent:
@@ -134,6 +144,7 @@ class DatasetWriter:
         self.overwrite = bool(overwrite)
         self.durable = bool(durable)
         self._check_args(pixel_scale_m)
+        self._attrs = dict(attrs)
         self.fingerprint = fingerprint(
             attrs,
             n_samples=self.n_samples,
@@ -241,7 +252,7 @@ class DatasetWriter:
             "use {overwrite}"
         )
         if state.get("fingerprint") != self.fingerprint:
-            raise mismatch
+            raise self._device_mismatch() or mismatch
         self._open()
         assert self._f is not None
         if self._f.attrs.get("fingerprint") != self.fingerprint:
@@ -252,6 +263,18 @@ class DatasetWriter:
         self._static_written = bool(state["static_written"])
         used = os.stat(self.part_path).st_blocks * 512
         check_free_space(self.path.parent, max(self._needed_bytes() - used, 0))
+
+    def _device_mismatch(self) -> ResumeError | None:
+        """The error for a partial file simulated on another device type, if it is one."""
+        theirs = _partial_attr(self.part_path, "device")
+        ours = self._attrs.get("device")
+        if theirs is None or ours is None or theirs == ours:
+            return None
+        return ResumeError(
+            f"the partial file {self.part_path} was simulated on {theirs}, this run is on "
+            f"{ours}: resume with {{device}} {theirs} (the devices' rounding and noise "
+            "generators differ), or use {overwrite}"
+        )
 
     def _check_layout(self) -> None:
         assert self._f is not None

@@ -1,16 +1,20 @@
 """Every GPU figure of the GPU-path issue in one run: one JSON and one Markdown table.
 
-    bash scripts/gpu_bench.sh                 # one H100 (or any CUDA GPU), ~8 minutes
-    bash scripts/gpu_bench.sh --smoke         # the same steps on the CPU at tiny size, < 60 s
+    bash scripts/gpu_bench.sh                 # one CUDA GPU (H100/H200)
+    bash scripts/gpu_bench.sh --smoke         # the same steps on the CPU at tiny size
 
-Steps: (1) engine throughput (wavefront-wavelengths/s at batch 1024, 128 px, 4 wavelengths);
+Steps, all under the CUDA hardware plan (`common.hardware.hardware_plan("cuda")`: bf16,
+fused AdamW with clipping, channels_last, torch.compile; `--smoke` runs that same plan on
+the CPU): (0) the device tests, ``ZWFS_TEST_DEVICE=cuda pytest -m device`` (engine, a
+training step, online simulation, refinement, export on the GPU; not in `--smoke`);
+(1) engine throughput (wavefront-wavelengths/s at batch 1024, 128 px, 4 wavelengths);
 (2) `sim generate` of the paper sets (train 8000, val 1000, test 3000); (3) training
-samples/s of PhENN and the GRU at batch 32 and 128 (bf16, channels_last, fused AdamW,
-torch.compile), with batch-1 latency and batched frames/s of the inference path (CUDA
-graphs); (4) a time-boxed training of the GRU and of PhENN on the paper set, then the
-capture range of each against the analytic method on the test set; (5) modal refinement
-(`recon bench-refine`): Jacobian against torch.func, whole-fit samples/s at 128 px.
-Needs no network.
+samples/s of PhENN and the GRU at batch 32 and 128 through `recon train`'s own Lightning
+step, with batch-1 latency and batched frames/s of the inference path (CUDA graphs), and
+whether each compiled; (4) a time-boxed `recon train` of the GRU and of PhENN on the
+paper set, then the capture range of each against the analytic method on the test set;
+(5) modal refinement (`recon bench-refine`): Jacobian against torch.func, whole-fit
+samples/s at 128 px. Needs no network.
 """
 
 from __future__ import annotations
@@ -19,12 +23,18 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from common.hardware import HardwarePlan, hardware_plan
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,17 @@ def generate_sets(scale: Scale, folder: Path, device: torch.device) -> dict[str,
     return out
 
 
-def training_speed(scale: Scale, device: torch.device) -> list[dict[str, Any]]:
+def device_tests(folder: Path) -> dict[str, Any]:
+    """``ZWFS_TEST_DEVICE=cuda pytest -m device``: the summary line and the exit code."""
+    env = {**os.environ, "ZWFS_TEST_DEVICE": "cuda"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "device", "-p", "no:cacheprovider"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    (folder / "device_tests.txt").write_text(proc.stdout + proc.stderr)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return {"returncode": proc.returncode, "summary": lines[-1] if lines else proc.stderr[-300:]}
+
+
+def training_speed(scale: Scale, device: torch.device, plan: HardwarePlan) -> list[dict[str, Any]]:
     """`recon bench` rows: train samples/s, batch-1 latency, batched frames/s."""
     from dataclasses import asdict
 
@@ -116,13 +136,15 @@ def training_speed(scale: Scale, device: torch.device) -> list[dict[str, Any]]:
             for batch in scale.bench_batches:
                 result = bench_one(
                     cfg, npix, device.type, batch, scale.bench_steps, scale.bench_repeats,
-                    infer_batch=scale.infer_batch,
+                    infer_batch=scale.infer_batch, plan=plan,
                 )  # fmt: skip
                 rows.append(asdict(result))
     return rows
 
 
-def timed_training(scale: Scale, folder: Path, device: torch.device) -> list[dict[str, Any]]:
+def timed_training(
+    scale: Scale, folder: Path, device: torch.device, plan: HardwarePlan
+) -> list[dict[str, Any]]:
     """GRU and PhENN, each trained for `train_budget_s`, then evaluated with the analytic
     method on the test set: capture ranges (paper and strict criteria)."""
     from recon.estimators import NetworkEstimator, create_baseline
@@ -146,7 +168,7 @@ def timed_training(scale: Scale, folder: Path, device: torch.device) -> list[dic
             overrides["model_kwargs"] = scale.model_kwargs
         cfg = load_train_config(arch).with_overrides(**overrides)
         start = time.perf_counter()
-        run_dir = train(cfg, **quiet)
+        run_dir = train(cfg, hardware=plan, **quiet)
         seconds = time.perf_counter() - start
         net = NetworkEstimator.from_checkpoint(run_dir, device=device.type)
         analytic = create_baseline("analytic", folder / "test.h5")
@@ -168,6 +190,9 @@ def timed_training(scale: Scale, folder: Path, device: torch.device) -> list[dic
                 "analytic_capture_range_nm": est[analytic.name]["capture_range_nm"],
                 "ratio_to_analytic": est[net.name]["ratio_to_analytic"],
                 "median_residual_nm": est[net.name]["summary"]["median_residual_nm"],
+                "compile_status": json.loads((run_dir / "hardware.json").read_text())[
+                    "compile_status"
+                ],
                 "run_dir": str(run_dir),
             }
         )
@@ -185,11 +210,31 @@ def refinement_speed(scale: Scale, device: torch.device) -> dict[str, Any]:
     return asdict(row)
 
 
+def _compiled(status: dict[str, Any]) -> str:
+    if not status.get("requested"):
+        return "eager (not asked)"
+    if status.get("fallback"):
+        return f"eager: {status['fallback']}"
+    return f"{status.get('graphs', 0)} graphs"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The figures as Markdown tables."""
     e = result["engine"]
+    plan = result["plan"]
+    tests = result.get("device_tests")
     lines = [
         f"# GPU benchmark ({result['device']}, {result['scale']})",
+        "",
+        f"Plan: {plan['device']} plan, {plan['precision']}, fused AdamW {plan['fused_adamw']}, "
+        f"compile {plan['compile']}, channels_last {plan['channels_last']}.",
+        "",
+        "Device tests: "
+        + (
+            "not run (smoke)"
+            if tests is None
+            else f"{tests['summary']} (exit {tests['returncode']})"
+        ),
         "",
         f"Engine: {e['wavefront_wavelengths_per_s']:,.0f} wavefront-wavelengths/s "
         f"({e['npix']} px, batch {e['batch']}).",
@@ -198,20 +243,24 @@ def markdown(result: dict[str, Any]) -> str:
         "| --- | ---: | ---: |",
         *(f"| {k} | {v['n']} | {v['seconds']:.1f} |" for k, v in result["generate"].items()),
         "",
-        "| arch | npix | batch | compiled | train samples/s | batch-1 latency (ms) "
-        "| batched frames/s |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| arch | px | batch | train/s | lat. ms | frames/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["speed"]:
         lines.append(
-            f"| {r['arch']} | {r['npix']} | {r['batch_size']} | {r['compiled']} | "
+            f"| {r['arch']} | {r['npix']} | {r['batch_size']} | "
             f"{r['train_samples_per_s']:,.0f} | {r['infer_latency_ms']:.3f} | "
-            f"{r['infer_frames_per_s']:,.0f} (batch {r['infer_batch']}) |"
+            f"{r['infer_frames_per_s']:,.0f} |"
+        )
+    lines += [""]
+    for r in result["speed"]:
+        lines.append(
+            f"- compiled, {r['arch']} batch {r['batch_size']}: training "
+            f"{_compiled(r['train_compile'])}, inference {_compiled(r['infer_compile'])}"
         )
     lines += [
         "",
-        "| trained | budget (s) | steps | samples/s | capture range (nm) | strict (nm) "
-        "| analytic (nm) | ratio |",
+        "| trained | s | steps | smp/s | capture nm | strict nm | analytic nm | ratio |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["training"]:
@@ -221,11 +270,15 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r['capture_range_nm']:.0f} | {r['capture_range_strict_nm']:.0f} | "
             f"{r['analytic_capture_range_nm']:.0f} | {ratio} |"
         )
+    lines += [""]
+    for r in result["training"]:
+        lines.append(f"- compiled, recon train {r['arch']}: {_compiled(r['compile_status'])}")
     r = result["refine"]
     lines += [
         "",
         f"Modal refinement ({r['npix']} px, {r['samples']} samples, batch {r['batch_size']}, "
-        f"starts 20 % + 5 nm off): {r['refine_samples_per_s']:,.0f} fits/s "
+        f"{r['dtype']}, matmul {r['matmul']}, starts 20 % + 5 nm off): "
+        f"{r['refine_samples_per_s']:,.0f} fits/s "
         f"({r['refine_ms']:.3f} ms/sample), median {r['iterations_median']:.0f} iterations, "
         f"{100 * r['converged_fraction']:.0f} % converged, median residual "
         f"{r['residual_median_nm']:.1e} nm; Jacobian {r['jacobian_ms']:.3f} ms/sample against "
@@ -244,6 +297,8 @@ def main() -> None:
     if not args.smoke and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device; run with --smoke for the CPU check")
     device = torch.device("cpu" if args.smoke else "cuda")
+    # the CUDA plan in both: --smoke runs the GPU configuration on the CPU
+    plan = hardware_plan("cuda", bf16=True) if args.smoke else hardware_plan("cuda")
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / "data"
     data.mkdir(exist_ok=True)
@@ -255,17 +310,23 @@ def main() -> None:
         else platform.processor() or "cpu",
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
+        "plan": plan.describe(),
+        "device_tests": None,
     }
-    for key, step in (
+    steps = [
         ("engine", lambda: engine_throughput(scale, device)),
         ("generate", lambda: generate_sets(scale, data, device)),
-        ("speed", lambda: training_speed(scale, device)),
-        ("training", lambda: timed_training(scale, data, device)),
+        ("speed", lambda: training_speed(scale, device, plan)),
+        ("training", lambda: timed_training(scale, data, device, plan)),
         ("refine", lambda: refinement_speed(scale, device)),
-    ):
+    ]
+    if not args.smoke:
+        steps.insert(0, ("device_tests", lambda: device_tests(args.out)))
+    for key, step in steps:
         t0 = time.perf_counter()
         result[key] = step()
         print(f"gpu_bench: {key} done in {time.perf_counter() - t0:.1f} s", flush=True)
+        (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     result["wall_s"] = time.perf_counter() - start
     (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     text = markdown(result)

@@ -91,12 +91,16 @@ class GenerateJob:
         return SimConfig.model_validate_json(self.cfg_json)
 
 
-def _attrs(cfg: SimConfig, split: str, seed: int, engine: str = "fast") -> dict:
+def _attrs(cfg: SimConfig, split: str, seed: int, engine: str, device: str) -> dict:
+    """Root attributes; `device` (its type) enters the resume fingerprint."""
+    kind = torch.device(device).type
     return {
         "config": cfg.model_dump_json(indent=1),
         "engine": ENGINES[engine],
         "seed": int(seed),
         "split": split,
+        "device": kind,
+        "device_name": torch.cuda.get_device_name(device) if kind == "cuda" else "cpu",
         "title": "ZWFS simulated dataset",
     }
 
@@ -124,7 +128,7 @@ def run_job(job: GenerateJob, progress: ProgressFn | None = None) -> str:
         modes=cfg.aberration.modes,
         npix=cfg.pupil.npix // cfg.detector.binning,
         pixel_scale_m=cfg.pixel_scale_m * cfg.detector.binning,
-        attrs=_attrs(cfg, job.split, job.seed, job.engine),
+        attrs=_attrs(cfg, job.split, job.seed, job.engine, job.device),
         overwrite=job.overwrite,
         resume=job.resume,
         durable=job.fsync,
@@ -180,11 +184,11 @@ def _simulate_batch(
             basis,
             mask,
         )
-        intensity = optics(opd).float().cpu().numpy()  # (B, N, N) nm -> (B, L, N, N)
-    photons, read_noise = cfg.detector.photons, cfg.detector.read_noise_e
-    intensity = add_noise(intensity, idx, job.seed, stream, photons, read_noise, pupil_pixels)
+        intensity = optics(opd)  # (B, N, N) nm -> (B, L, N, N)
+        photons, read_noise = cfg.detector.photons, cfg.detector.read_noise_e
+        intensity = add_noise(intensity, idx, job.seed, stream, photons, read_noise, pupil_pixels)
     return {
-        "intensity": intensity.astype(np.float32, copy=False),
+        "intensity": intensity.float().cpu().numpy(),
         "opd": _detector_opd(opd, cfg.detector.binning),
         "coefficients": coeffs_t.float().cpu().numpy(),
         "rms": rms.astype(np.float32),

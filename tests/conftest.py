@@ -22,5 +22,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def device() -> str:
-    """Torch device for tests: CPU unless ZWFS_TEST_DEVICE says otherwise."""
-    return os.environ.get("ZWFS_TEST_DEVICE", "cpu")
+    """Torch device of the tests marked `device`: the CPU unless ZWFS_TEST_DEVICE says
+    otherwise (``ZWFS_TEST_DEVICE=cuda python3 -m pytest -q -m device`` on a GPU)."""
+    name = os.environ.get("ZWFS_TEST_DEVICE", "cpu")
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.fail(f"ZWFS_TEST_DEVICE={name}, but torch sees no CUDA device")
+    return name

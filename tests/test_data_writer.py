@@ -281,3 +281,18 @@ def test_unwritable_output_folder_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(OutputFolderError, match="not_a_folder") as err:
         open_writer(blocker / "sub" / "train.h5")
     assert "\n" not in str(err.value)
+
+
+def test_resume_on_another_device_is_refused(tmp_path: Path) -> None:
+    """A run simulated on a GPU is finished on a GPU: the CPU's rounding and noise
+    generators differ, and one file must not mix the two (the device is fingerprinted)."""
+    path = tmp_path / "train.h5"
+    w = open_writer(path, attrs=small_attrs(device="cuda"))
+    write_batches(w, batch=2, stop=2)
+    w.close()
+    with pytest.raises(ResumeError, match="simulated on cuda, this run is on cpu: resume with "
+                       "device cuda") as err:  # fmt: skip
+        open_writer(path, resume=True, attrs=small_attrs(device="cpu"))
+    assert "\n" not in str(err.value)
+    with open_writer(path, resume=True, attrs=small_attrs(device="cuda")) as w:
+        assert w.resumed and w.n_complete == 2

@@ -64,15 +64,18 @@ def test_cli_export_and_bad_format(checkpoint: Path, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "Traceback" not in missing.output
 
 
-def test_aoti_package_matches_eager_at_any_batch(checkpoint: Path, tmp_path: Path) -> None:
-    # the compiled path: torch.export + AOTInductor, kernels for the CPU, dynamic batch
+@pytest.mark.device
+def test_aoti_package_matches_eager_at_any_batch(
+    checkpoint: Path, tmp_path: Path, device: str
+) -> None:
+    # the compiled path: torch.export + AOTInductor, kernels for the test device, any batch
     from recon.estimators.export import load_aoti
 
     if "gru" in str(checkpoint):
         pytest.skip("one architecture is enough for the compile (about 30 s each on 2 cores)")
-    result = runner.invoke(
-        app, ["export", str(checkpoint), "--format", "aoti", "--out", str(tmp_path / "m.pt2")]
-    )
+    out = str(tmp_path / "m.pt2")
+    cmd = ["export", str(checkpoint), "--format", "aoti", "--out", out, "--device", device]
+    result = runner.invoke(app, cmd)
     assert result.exit_code == 0, result.output
     path = tmp_path / "m.pt2"
     assert max_export_error(checkpoint, path, batch=5) < 1e-5  # a batch the export never saw

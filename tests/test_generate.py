@@ -51,6 +51,7 @@ def test_file_opens_in_xarray_with_units_and_provenance(tmp_path) -> None:
     for key in ("config", "versions", "engine", "seed", "created", "split", "n_complete"):
         assert key in ds.attrs
     assert int(ds.attrs["n_complete"]) == 12
+    assert ds.attrs["device"] == "cpu" and ds.attrs["device_name"] == "cpu"  # fingerprinted
     # the stored map is the stored coefficients times the basis, and has the stored RMS
     inside = ds["pupil"].values >= 0.5
     opd = ds["opd"].values

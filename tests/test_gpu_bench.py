@@ -1,5 +1,6 @@
 """`scripts/gpu_bench.sh --smoke`: every step of the GPU benchmark runs on the CPU at tiny
-size and writes its JSON and Markdown (the figures themselves need a GPU)."""
+size, under the CUDA hardware plan, trains through `recon train`'s Lightning step, says
+whether it compiled, and writes its JSON and Markdown (the figures themselves need a GPU)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     assert set(result["generate"]) == {"train", "val", "test"}
     assert {r["arch"] for r in result["speed"]} == {"phenn", "gru"}
     assert all(r["train_samples_per_s"] > 0 and r["infer_latency_ms"] > 0 for r in result["speed"])
+    assert result["plan"]["device"] == "cuda" and result["plan"]["precision"] == "bf16-mixed"
+    for r in result["speed"]:  # what ran, not what was asked
+        assert r["train_compile"]["compiled"] and r["train_compile"]["graphs"] >= 1, r
+        assert r["infer_compile"]["compiled"], r
+    assert all(r["compile_status"]["compiled"] for r in result["training"])
     trained = {r["arch"]: r for r in result["training"]}
     assert set(trained) == {"gru", "phenn"}
     assert all(r["steps"] >= 1 and r["analytic_capture_range_nm"] >= 25 for r in trained.values())

@@ -163,10 +163,11 @@ def test_recompile_limit_is_reported_not_silent() -> None:
     """Past dynamo's recompile limit a compiled function runs eagerly; here that is a
     fallback with its reason, not a silent slowdown."""
     net = torch.nn.Linear(4, 4)
-    run = CompiledModule(net, dynamic=False, backend="eager")
-    with torch._dynamo.config.patch(recompile_limit=2), pytest.warns(RuntimeWarning):
+    run = CompiledModule(net, dynamic=False, backend="eager", recompile_limit=2)
+    with pytest.warns(RuntimeWarning, match="recompile limit"):
         for n in range(1, 5):  # a new static shape each call: one recompile each
             run(torch.rand(n, 4))
+    assert torch._dynamo.config.recompile_limit == 8  # the process's own limit, untouched
     assert run.status()["fallback"] is not None and not run.compiled
 
 
@@ -198,3 +199,41 @@ def test_nan_found_without_a_sync_per_step(tiny: Path, monkeypatch: pytest.Monke
     (run_dir,) = (tiny / "nan_runs").iterdir()
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4
+
+
+@pytest.mark.device
+def test_training_steps_on_the_test_device(tiny: Path, device: str) -> None:
+    """`recon train` on ZWFS_TEST_DEVICE under that device's own plan (on a GPU: bf16,
+    fused AdamW with clipping, channels_last, compiled)."""
+    kind = torch.device(device).type
+    plan = hardware_plan(kind)
+    cap = _Capture()
+    cfg = _config(tiny, accelerator="gpu" if kind == "cuda" else "cpu", devices=1)
+    run_dir = train(cfg, callbacks=[cap], hardware=plan, **QUIET)
+    assert len(cap.losses) == 4 and all(torch.isfinite(torch.tensor(cap.losses)))
+    status = json.loads((run_dir / "hardware.json").read_text())["compile_status"]
+    assert status["compiled"] == plan.compile and status["fallback"] is None, status
+
+
+def test_refinement_runs_at_its_own_matmul_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller that allowed TF32 keeps it; the fit runs at the plan's "highest" inside,
+    in production and in `recon bench-refine` alike (both call `refine_modal`)."""
+    from recon.estimators import refine as refine_mod
+    from recon.estimators.bench import bench_refine_one
+
+    seen: list[str] = []
+    real = refine_mod.FrameModel.linearise
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(refine_mod.FrameModel, "linearise", spy)
+    torch.set_float32_matmul_precision("medium")
+    try:
+        row = bench_refine_one(16, "cpu", n=2, batch_size=2, repeats=1)
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert seen and set(seen) == {"highest"}
+    assert (row.dtype, row.matmul) == ("float32", hardware_plan("cpu").refine_matmul)

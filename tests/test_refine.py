@@ -94,7 +94,8 @@ def test_zonal_tangent_and_adjoint_match_finite_differences(model16: FrameModel)
     assert torch.allclose(lhs, rhs, rtol=1e-10, atol=0)
 
 
-def test_modal_refinement_recovers_truth_from_50nm_start() -> None:
+@pytest.mark.device
+def test_modal_refinement_recovers_truth_from_50nm_start(device: str) -> None:
     # Noiseless quick config at 32 px, truth in the fitted modes (Noll 2-36) from 50 to
     # 450 nm RMS, start 50 nm RMS off in a random direction: the fit must land on the
     # truth (< 1 nm RMS, the target; float32 fields put the fixed point ~1e-4 nm
@@ -107,7 +108,8 @@ def test_modal_refinement_recovers_truth_from_50nm_start() -> None:
     truth = torch.einsum("bj,jhw->bhw", truth_c, basis)
     frames = model.intensity(truth).float().numpy()
     start = truth + torch.einsum("bj,jhw->bhw", _draw(len(modes), [50.0] * 3, seed=4), basis)
-    est = RefinedEstimator(_Offset(cfg, start.numpy()), cfg, mode="modal")
+    est = RefinedEstimator(_Offset(cfg, start.numpy()), cfg, mode="modal", device=device)
+    assert est.model.dtype == torch.float32  # the plan's refinement precision
     out = est.estimate(frames)
     mask = model.mask
     err = out[:, mask] - truth.numpy()[:, mask]

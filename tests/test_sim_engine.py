@@ -36,13 +36,15 @@ def test_engine_matches_poppy_hard_edge(hard_edge_pair, wavelength_index: int) -
         assert err < 1e-5, f"{rms} nm at {wavelength} um: {err:.2e}"
 
 
-def test_engine_matches_poppy_antialiased_complex128() -> None:
-    """The anti-aliased dot is the same element in both models: agreement to rounding."""
+@pytest.mark.device
+def test_engine_matches_poppy_antialiased_complex128(device: str) -> None:
+    """The anti-aliased dot is the same element in both models: agreement to rounding,
+    on the test device (POPPY on the CPU)."""
     cfg = paper(precision="complex128")
-    model, ref = ZWFSModel(cfg), PoppyZWFS(cfg)
+    model, ref = ZWFSModel(cfg, device=device), PoppyZWFS(cfg)
     opd = random_opd(model, [120.0], seed=5)
-    intensity = model(opd)[0, 2].numpy()
-    expected = ref.intensity(opd[0].numpy(), 1.0)
+    intensity = model(opd)[0, 2].cpu().numpy()
+    expected = ref.intensity(opd[0].cpu().numpy(), 1.0)
     assert np.abs(intensity - expected).max() / expected.max() < 1e-12
 
 
@@ -181,10 +183,11 @@ def test_engine_is_differentiable() -> None:
     assert torch.autograd.gradcheck(lambda o: model(o).sum(dim=(-1, -2)), (opd,), atol=1e-6)
 
 
-def test_inference_path_equals_autograd_path() -> None:
+@pytest.mark.device
+def test_inference_path_equals_autograd_path(device: str) -> None:
     """The in-place inference branch computes the same intensities as the autograd one."""
-    model = ZWFSModel(paper(**{"pupil.npix": 32}))
-    opd = 200 * torch.randn(2, 32, 32)
+    model = ZWFSModel(paper(**{"pupil.npix": 32}), device=device)
+    opd = 200 * torch.randn(2, 32, 32, device=device)
     with torch.inference_mode():
         fast = model(opd)
     slow = model(opd.clone().requires_grad_())

@@ -49,19 +49,31 @@ def test_batches_follow_the_step_and_never_repeat(sim_yaml: Path) -> None:
     torch.testing.assert_close(first[0], y)
 
 
-def test_online_sample_equals_the_generated_file(sim_yaml: Path, tmp_path: Path) -> None:
-    """The simulator draws sample i as `sim generate` does, stream for stream."""
+@pytest.mark.device
+@pytest.mark.parametrize("noisy", [False, True])
+def test_online_sample_equals_the_generated_file(
+    sim_yaml: Path, tmp_path: Path, noisy: bool, device: str
+) -> None:
+    """The simulator draws sample i as `sim generate` does, stream for stream, noise
+    included (drawn on the device in both)."""
     import h5py
 
     from sim.aberrations import stream_id
 
-    cfg = load_sim_config(sim_yaml)
-    path = generate_dataset(cfg, tmp_path / "train.h5", 5, split="train", device="cpu")
-    sim = OnlineSimulator(cfg, cfg.seed, torch.device("cpu"), stream_id("train"))
+    clean = load_sim_config(sim_yaml)
+    noise = {"detector.photons": 1e5, "detector.read_noise_e": 2.0} if noisy else {}
+    cfg = clean.with_overrides(**noise)
+    path = generate_dataset(cfg, tmp_path / "train.h5", 5, split="train", device=device)
+    sim = OnlineSimulator(cfg, cfg.seed, torch.device(device), stream_id("train"))
     x, y = sim.batch(np.arange(5))
+    assert x.device.type == torch.device(device).type
     with h5py.File(path) as f:
-        np.testing.assert_allclose(x.numpy(), f["intensity"][:], rtol=0, atol=1e-6)
-        np.testing.assert_allclose(y[:, 0].numpy(), f["opd"][:], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(x.cpu().numpy(), f["intensity"][:], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(y[:, 0].cpu().numpy(), f["opd"][:], rtol=0, atol=1e-4)
+    x_clean, _ = OnlineSimulator(clean, cfg.seed, torch.device(device), stream_id("train")).batch(
+        np.arange(5)
+    )
+    assert torch.equal(x, x_clean) is not noisy
 
 
 def test_online_training_runs_and_checkpoints(sim_yaml: Path, tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ def bench_command(
 ) -> None:
     """Training samples/s and single-frame latency of phenn and gru at 64 and 128 px."""
     from recon.train.bench import default_json_path, print_table, run_bench
+    from recon.train.quiet import quiet_lightning
 
+    quiet_lightning()
     rows = run_bench(
         archs=[a.strip() for a in arch.split(",") if a.strip()],
         sizes=[int(s) for s in floats(sizes, "--sizes")],

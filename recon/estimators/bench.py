@@ -3,7 +3,8 @@
 For each sampling and device: `n` OPDs of Noll 2..J drawn with RMS uniform in
 0-`rms_max` nm, their exact frames (float64 engine, no noise), and starts off by
 `start_error` x RMS + 5 nm in a random direction (a network's estimate: the basin, not
-the answer). Timed, in the refinement's float32:
+the answer). Timed at the precision production fits run at (the device's
+`HardwarePlan`: float32 fields and Jacobians, float32 products without TF32):
 
 - the modal Jacobian (B, J, L, N, N) in closed form (`FrameModel.modal_jacobian`, the
   dot operator through its low-rank terms), and the same Jacobian by the peer,
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.hardware import float32_matmul, hardware_plan
 from recon.estimators.forward import FrameModel
 from recon.estimators.refine import refine_modal
 from sim.config import load_sim_config
@@ -54,6 +56,8 @@ class RefineBenchResult:
     converged_fraction: float
     residual_median_nm: float
     residual_max_nm: float
+    dtype: str = "float32"
+    matmul: str = "highest"
 
 
 def _sync(device: torch.device) -> None:
@@ -75,12 +79,13 @@ def _median_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> flo
 
 
 def _problem(
-    npix: int, n: int, rms_max: float, start_error: float, device: torch.device
+    npix: int, n: int, rms_max: float, start_error: float, device: torch.device, dtype: torch.dtype
 ) -> tuple[FrameModel, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The float32 model, basis (J, N, N), truth and start (n, J) [nm RMS], frames."""
+    """The fit's model (`dtype`), basis (J, N, N), truth and start (n, J) [nm RMS], and
+    frames from the float64 engine."""
     cfg = load_sim_config("quick").with_overrides(**{"pupil.npix": npix})
-    exact = FrameModel(cfg, device)
-    model = FrameModel(cfg, device, torch.float32)
+    exact = FrameModel(cfg, device, torch.float64)
+    model = FrameModel(cfg, device, dtype)
     modes = list(range(2, cfg.aberration.noll_max + 1))
     basis = torch.as_tensor(zernike_basis(modes, npix), device=device)
     g = torch.Generator().manual_seed(0)
@@ -97,7 +102,7 @@ def _problem(
                 for a in range(0, n, 32)
             ]
         )
-    return model, basis.float(), truth, start, frames
+    return model, basis.to(dtype), truth, start, frames
 
 
 @torch.no_grad()
@@ -110,11 +115,28 @@ def bench_refine_one(
     start_error: float = 0.2,
     repeats: int = 3,
 ) -> RefineBenchResult:
-    """Measure the Jacobian (ours and the peer's) and the whole modal fit at `npix`."""
+    """Measure the Jacobian (ours and the peer's) and the whole modal fit at `npix`, at the
+    device's refinement precision (`HardwarePlan.refine_dtype` and `refine_matmul`)."""
     dev = torch.device(device)
-    model, basis, truth, start, frames = _problem(npix, n, rms_max, start_error, dev)
+    plan = hardware_plan(dev)
+    with float32_matmul(plan.refine_matmul):
+        return _bench_refine_one(npix, dev, n, batch_size, rms_max, start_error, repeats, plan)
+
+
+def _bench_refine_one(
+    npix: int,
+    dev: torch.device,
+    n: int,
+    batch_size: int,
+    rms_max: float,
+    start_error: float,
+    repeats: int,
+    plan: Any,
+) -> RefineBenchResult:
+    dtype = plan.refine_torch_dtype
+    model, basis, truth, start, frames = _problem(npix, n, rms_max, start_error, dev, dtype)
     b = min(batch_size, n)
-    opd = torch.einsum("bj,jhw->bhw", start[:b].float(), basis)
+    opd = torch.einsum("bj,jhw->bhw", start[:b].to(dtype), basis)
     lin = model.linearise(opd)
 
     def ours() -> torch.Tensor:
@@ -139,7 +161,10 @@ def bench_refine_one(
     for a0 in range(0, n, b):
         _sync(dev)
         t0 = time.perf_counter()
-        c, rep = refine_modal(model, frames[a0 : a0 + b], start[a0 : a0 + b], basis)
+        c, rep = refine_modal(
+            model, frames[a0 : a0 + b], start[a0 : a0 + b], basis,
+            matmul_precision=plan.refine_matmul,
+        )  # fmt: skip
         _sync(dev)
         seconds += time.perf_counter() - t0
         coeffs.append(c)
@@ -151,6 +176,7 @@ def bench_refine_one(
         npix, str(dev), n, b, basis.shape[0], jac_ms, peer_ms, peer_ms / jac_ms, rel,
         1e3 * seconds / n, n / seconds, float(np.median(it)), int(it.max()),
         float(np.concatenate(conv).mean()), float(np.median(residual)), float(residual.max()),
+        plan.refine_dtype, plan.refine_matmul,
     )  # fmt: skip
 
 
@@ -171,7 +197,8 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 
     from common.cli import console
 
-    table = Table(title="modal refinement, per sample (fields float32, solve float64)")
+    dtypes = ", ".join(sorted({f"{r.get('dtype', 'float32')} ({r.get('matmul')})" for r in rows}))
+    table = Table(title=f"modal refinement, per sample (fields {dtypes}, solve float64)")
     for col in (
         "px", "device", "Jacobian ms", "torch.func ms", "speed-up", "fit ms", "fits/s",
         "iter. med / max", "converged", "residual nm",

@@ -24,13 +24,13 @@ frames (`RefinedEstimator`, ``restarts``). Deterministic: no random numbers.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from common.hardware import float32_matmul, hardware_plan
 from recon.estimators.base import Estimator, as_frames, remove_piston
 from recon.estimators.forward import FrameModel, Linearisation, NoiseModel
 from sim.config import SimConfig
@@ -44,18 +44,6 @@ __all__ = [
     "refine_modal",
     "refine_zonal",
 ]
-
-
-@contextlib.contextmanager
-def _full_float32_matmul() -> Iterator[None]:
-    """Float32 matrix products in full precision while fitting (no TF32 on a GPU where a
-    caller allowed it: its 1e-3 relative error would move the fixed point itself)."""
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(old)
 
 
 MODAL_MAX_ITER = 40
@@ -142,6 +130,7 @@ def refine_modal(
     damping: float = 1e-3,
     stall_tol: float = 1e-4,
     judge: NoiseModel | None = None,
+    matmul_precision: str = "highest",
 ) -> tuple[torch.Tensor, RefineReport]:
     """Levenberg-Marquardt over modal coefficients, each sample on its own.
 
@@ -164,10 +153,31 @@ def refine_modal(
             iteration (a local minimum, or the noise floor): `misfit` tells which.
         judge: the noise model `good_fit` judges by (default: `noise`; give the frames'
             own when fitting noisy frames unweighted).
+        matmul_precision: float32 matrix products inside the fit (`HardwarePlan.
+            refine_matmul`; "highest": no TF32, whatever the caller allowed outside).
 
     Returns:
         coefficients (B, J) [nm RMS] (float64) and the `RefineReport`.
     """
+    with float32_matmul(matmul_precision):
+        return _refine_modal(
+            model, frames, coeffs0_nm, basis, noise, max_iter, step_tol_nm, damping, stall_tol,
+            judge,
+        )  # fmt: skip
+
+
+def _refine_modal(
+    model: FrameModel,
+    frames: torch.Tensor,
+    coeffs0_nm: torch.Tensor,
+    basis: torch.Tensor,
+    noise: NoiseModel | None,
+    max_iter: int,
+    step_tol_nm: float,
+    damping: float,
+    stall_tol: float,
+    judge: NoiseModel | None,
+) -> tuple[torch.Tensor, RefineReport]:
     f64 = torch.float64
     frames = frames.to(model.dtype)
     noise = noise if noise is not None else NoiseModel(None)
@@ -254,6 +264,7 @@ def refine_zonal(
     cg_iter: int = 25,
     step_tol_nm: float = 1e-3,
     judge: NoiseModel | None = None,
+    matmul_precision: str = "highest",
 ) -> tuple[torch.Tensor, RefineReport]:
     """Gauss-Newton-CG over the OPD on the lit pupil pixels, with a smoothness prior.
 
@@ -267,7 +278,25 @@ def refine_zonal(
 
     Returns:
         OPD (B, N, N) [nm] (0 outside the lit pupil) and the `RefineReport`.
+        (``matmul_precision``: as `refine_modal`.)
     """
+    with float32_matmul(matmul_precision):
+        return _refine_zonal(
+            model, frames, opd0_nm, noise, smoothness, max_iter, cg_iter, step_tol_nm, judge
+        )
+
+
+def _refine_zonal(
+    model: FrameModel,
+    frames: torch.Tensor,
+    opd0_nm: torch.Tensor,
+    noise: NoiseModel | None,
+    smoothness: float,
+    max_iter: int,
+    cg_iter: int,
+    step_tol_nm: float,
+    judge: NoiseModel | None,
+) -> tuple[torch.Tensor, RefineReport]:
     lit = torch.as_tensor(model.lit, device=model.device)
     litf = lit.to(model.dtype)
     frames = frames.to(model.dtype)
@@ -386,8 +415,9 @@ class RefinedEstimator:
         noll_max: highest Noll mode of the modal fit (default: the config's).
         weighted: weight by the config's photon level when it has one.
         device, max_iter, smoothness: solver settings (`refine_modal`, `refine_zonal`).
-        batch_size: samples per fit. dtype: the engine's fields and Jacobians (float32:
-            twice as fast; the solve stays float64, see `refine_modal`).
+        batch_size: samples per fit. dtype: the engine's fields and Jacobians; None: the
+            device's `HardwarePlan.refine_dtype` (float32: twice as fast on a CPU, far more
+            on a consumer GPU; the solve stays float64, see `refine_modal`).
         system: a calibrated system (`recon.estimators.calibrate`, entries as
             `SYSTEM_FIELDS`): dot diameter and depth, pupil shift and scale; None: nominal.
         restarts: at most this many more starts for a sample whose fit is poor
@@ -408,7 +438,7 @@ class RefinedEstimator:
         max_iter: int | None = None,
         smoothness: float = 1e-4,
         batch_size: int = 32,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         system: Sequence[float] | np.ndarray | None = None,
         restarts: int = 7,
     ) -> None:
@@ -417,7 +447,9 @@ class RefinedEstimator:
         if base.npix != cfg.pupil.npix:
             raise ValueError(f"{base.name} works at {base.npix} px, the system at {cfg.pupil.npix}")
         self.base, self.cfg, self.mode = base, cfg, mode
-        self.model = FrameModel(cfg, device, dtype, system)
+        plan = hardware_plan(device)
+        self.matmul_precision = plan.refine_matmul
+        self.model = FrameModel(cfg, device, dtype or plan.refine_torch_dtype, system)
         self.noise = self.model.noise() if weighted else None
         self._judge = self.model.noise()  # good_fit: the frames' own noise, weighted or not
         j_max = cfg.aberration.noll_max if noll_max is None else int(noll_max)
@@ -510,20 +542,16 @@ class RefinedEstimator:
     ) -> tuple[np.ndarray, RefineReport]:
         """One fit of starts (B, N, N) [nm] to frames (B, L, N, N) in the engine's order
         (``mode``: the estimator's by default; no restarts, no modal stage)."""
-        with _full_float32_matmul():
-            return self._refine(frames, start_nm, mode or self.mode)
-
-    def _refine(
-        self, frames: np.ndarray, start_nm: np.ndarray, mode: str
-    ) -> tuple[np.ndarray, RefineReport]:
+        mode = mode or self.mode
         y = self.model.tensor(frames)
         s = torch.as_tensor(start_nm, dtype=torch.float64, device=self.model.device)
         if mode == "modal":
             c0 = s[:, self._mask_t] @ self.projector  # (B, P) -> (B, J)
             max_iter = self.max_iter if self.mode == "modal" else MODAL_MAX_ITER
             c, rep = refine_modal(
-                self.model, y, c0, self.basis, self.noise, max_iter, judge=self._judge
-            )
+                self.model, y, c0, self.basis, self.noise, max_iter, judge=self._judge,
+                matmul_precision=self.matmul_precision,
+            )  # fmt: skip
             opd = torch.einsum("bj,jhw->bhw", c, self.basis.to(torch.float64))
         else:
             opd, rep = refine_zonal(
@@ -534,5 +562,6 @@ class RefinedEstimator:
                 self.smoothness,
                 max_iter=self.max_iter,
                 judge=self._judge,
+                matmul_precision=self.matmul_precision,
             )
         return opd.cpu().numpy(), rep

@@ -17,10 +17,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from common.config import ConfigError
+from common.hardware import HardwarePlan, hardware_plan
 from data.schema import DatasetError
 from data.torch_dataset import ZWFSDataset
 from recon.train.config import TrainConfig
-from recon.train.memory import TensorBatches, placement_for
+from recon.train.memory import TensorBatches, available_bytes, shard_range
 
 __all__ = [
     "DatasetMismatchError",
@@ -104,11 +105,13 @@ def load_data(cfg: TrainConfig) -> TrainData:
     )
 
 
-def _arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(intensity (N, L, H, W), opd (N, 1, H, W)) of a `ZWFSDataset` or a `Subset` of one."""
+def _arrays(ds: Dataset, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(intensity (n, L, H, W), opd (n, 1, H, W)) of `rows` of a `ZWFSDataset` or a
+    `Subset` of one."""
+    rows_np = rows.numpy()
     if isinstance(ds, Subset):
-        return ds.dataset.read_arrays(np.asarray(ds.indices))  # type: ignore[attr-defined]
-    return ds.read_arrays()  # type: ignore[attr-defined]
+        return ds.dataset.read_arrays(np.asarray(ds.indices)[rows_np])  # type: ignore[attr-defined]
+    return ds.read_arrays(rows_np)  # type: ignore[attr-defined]
 
 
 def _nbytes(ds: Dataset) -> int:
@@ -121,10 +124,13 @@ def _nbytes(ds: Dataset) -> int:
 class ZWFSDataModule(pl.LightningDataModule):
     """Training and validation batches with epoch-seeded, rank-aware shuffling.
 
-    `placement` (`recon.train.memory.placement_for`): "device" loads both splits once
-    into the training device's memory and batches by indexing (no workers); "pinned"
-    keeps them in pinned host memory; "loader" reads the file through DataLoader
-    workers; "auto" picks by size. The order is the same on every path.
+    `placement`: "device" loads both splits once into the training device's memory and
+    batches by indexing (no workers); "pinned" keeps them in host memory and copies each
+    batch through a page-locked buffer; "loader" reads the file through DataLoader
+    workers; "auto" lets the hardware plan pick by size (`HardwarePlan.placement`).
+    With one process the order is the same on every path. Under DDP the in-memory
+    placements give each process its own shard (`shard_range`: 1/world of the set in
+    its memory, shuffled within), the loader a `DistributedSampler`.
     """
 
     def __init__(
@@ -134,6 +140,7 @@ class ZWFSDataModule(pl.LightningDataModule):
         num_workers: int | None,
         seed: int,
         placement: str = "loader",
+        plan: HardwarePlan | None = None,
     ) -> None:
         super().__init__()
         self.data = data
@@ -142,37 +149,44 @@ class ZWFSDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.requested = placement
         self.placement = placement
+        self.plan = plan
         self._memory: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        need = _nbytes(self.data.train) + _nbytes(self.data.val)
-        self.placement = placement_for(self.requested, need, device)
+        if self.plan is None:
+            self.plan = hardware_plan(device)
+        world, rank = self._world()
+        need = (_nbytes(self.data.train) + _nbytes(self.data.val)) // world  # this shard
+        self.placement = self.plan.placement(self.requested, need, available_bytes(device))
         if self.placement == "loader" or self._memory:
             return
         where = device if self.placement == "device" else torch.device("cpu")
         for train, ds in ((True, self.data.train), (False, self.data.val)):
-            x, y = _arrays(ds)
-            if self.placement == "pinned" and torch.cuda.is_available():
-                x, y = x.pin_memory(), y.pin_memory()
+            x, y = _arrays(ds, shard_range(len(ds), world, rank))  # type: ignore[arg-type]
             self._memory[train] = (x.to(where), y.to(where))
 
     def _loader(self, ds: Dataset, train: bool) -> DataLoader | TensorBatches:
         trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        world, rank = self._world()
         per_rank = -(-len(ds) // world)  # type: ignore[arg-type]
         drop_last = train and per_rank > self.batch_size  # no 1-sample BatchNorm batch
         if self.placement != "loader":
+            assert self.plan is not None  # set by setup()
+            device = trainer.strategy.root_device if trainer else None
             return TensorBatches(
-                self._memory[train],
+                self._memory[train],  # this process's shard
                 self.batch_size,
                 shuffle=train,
                 seed=self.seed,
-                world=world,
-                rank=rank,
                 drop_last=drop_last,
-                device=trainer.strategy.root_device if trainer else None,
+                device=device,
                 epoch=lambda: trainer.current_epoch if trainer else 0,
+                pin=self.placement == "pinned" and self.plan.pin_memory,
             )
         sampler = DistributedSampler(ds, world, rank, shuffle=train, seed=self.seed)
         return DataLoader(
@@ -182,7 +196,7 @@ class ZWFSDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=drop_last,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=self.plan is not None and self.plan.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader | TensorBatches:

@@ -2,9 +2,11 @@
 
 When the training set fits in the device's memory (the 2.6 GB paper set fits an H100
 many times), it is loaded once and every batch is a gather on the device; otherwise it
-stays in pinned host memory and each batch is copied over asynchronously. The order is
-the same epoch-seeded, rank-sharded shuffle as the DataLoader path (`DistributedSampler`
-semantics), so a resumed run sees the same batches.
+stays in host memory and each batch is gathered straight into a page-locked buffer and
+copied over asynchronously (one copy on the host, none of them a second pinning). Under
+DDP each process holds its own shard (`shard_range`), not the whole set. The order is an
+epoch-seeded shuffle, so a resumed run sees the same batches; one process alone sees the
+batches of `DistributedSampler`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["TensorBatches", "available_bytes", "placement_for"]
-
-DEVICE_SHARE = 0.4
-"""Largest share of the device's free memory the training set may take (the rest is for
-the model, activations and the compiler's workspace)."""
-HOST_SHARE = 0.25
-"""Largest share of the host's available memory for an in-memory set on the CPU."""
+__all__ = ["TensorBatches", "available_bytes", "shard_range"]
 
 
 def available_bytes(device: torch.device) -> int:
@@ -35,19 +31,12 @@ def available_bytes(device: torch.device) -> int:
         return 0
 
 
-def placement_for(requested: str, nbytes: int, device: torch.device) -> str:
-    """ "device" (all on the device), "pinned" (host, pinned) or "loader" (DataLoader).
-
-    `requested` "auto" picks the device when the set fits in `DEVICE_SHARE` of its free
-    memory (`HOST_SHARE` of the RAM on a CPU), else pinned host memory for a GPU and the
-    DataLoader for a CPU; any other value is taken as it is.
-    """
-    if requested != "auto":
-        return requested
-    share = DEVICE_SHARE if device.type == "cuda" else HOST_SHARE
-    if nbytes <= share * available_bytes(device):
-        return "device"
-    return "pinned" if device.type == "cuda" else "loader"
+def shard_range(n: int, world: int, rank: int) -> Tensor:
+    """Sample indices held by process `rank` of `world`: a contiguous block of ceil(n/world),
+    the last one padded from the start, so that every process has as many batches (DDP
+    steps together)."""
+    per_rank = math.ceil(n / world)
+    return torch.arange(rank * per_rank, (rank + 1) * per_rank) % n
 
 
 class TensorBatches:
@@ -61,8 +50,10 @@ class TensorBatches:
         world, rank: processes of the run and this one's index (each takes every
             world-th sample of the padded order, as `DistributedSampler`).
         drop_last: skip a last, incomplete batch.
-        device: where batches go (`non_blocking` copies from pinned memory).
+        device: where batches go.
         epoch: called at the start of each pass for the current epoch.
+        pin: gather host batches into page-locked memory and copy them to `device`
+            asynchronously (a CUDA device; the set itself stays in ordinary memory).
     """
 
     def __init__(
@@ -76,6 +67,7 @@ class TensorBatches:
         drop_last: bool = False,
         device: torch.device | None = None,
         epoch: Callable[[], int] = lambda: 0,
+        pin: bool = False,
     ) -> None:
         n = {int(t.shape[0]) for t in tensors}
         if len(n) != 1:
@@ -83,7 +75,7 @@ class TensorBatches:
         self.tensors, self.n = tensors, n.pop()
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.world, self.rank, self.drop_last = world, rank, drop_last
-        self.device, self.epoch = device, epoch
+        self.device, self.epoch, self.pin = device, epoch, pin
 
     def _indices(self) -> Tensor:
         if self.shuffle:
@@ -106,9 +98,13 @@ class TensorBatches:
             yield tuple(self._take(t, idx[a : a + self.batch_size]) for t in self.tensors)
 
     def _take(self, t: Tensor, idx: Tensor) -> Tensor:
-        batch = t.index_select(0, idx.to(t.device))  # (N, ...) -> (B, ...)
-        if self.device is None or batch.device == self.device:
-            return batch
-        if batch.device.type == "cpu" and self.device.type == "cuda":
-            batch = batch.pin_memory()
-        return batch.to(self.device, non_blocking=True)
+        if self.device is None or t.device == self.device:
+            return t.index_select(0, idx.to(t.device))  # (N, ...) -> (B, ...)
+        staged = self._staging(t, idx.numel())
+        torch.index_select(t, 0, idx, out=staged)  # the one host copy, into the staging buffer
+        return staged.to(self.device, non_blocking=self.pin)
+
+    def _staging(self, t: Tensor, n: int) -> Tensor:
+        """A host buffer for a batch of `t` (page-locked when `pin`: torch's caching host
+        allocator keeps it until its asynchronous copy is done)."""
+        return torch.empty((n, *t.shape[1:]), dtype=t.dtype, pin_memory=self.pin)

@@ -71,12 +71,15 @@ class OnlineSimulator:
         )  # (B, N, N) nm
         frames = self.engine(opd)  # (B, N, N) -> (B, L, N, N)
         det = self.cfg.detector
-        if det.photons is not None or det.read_noise_e > 0:  # per-sample streams, on the CPU
-            noisy = add_noise(
-                frames.cpu().numpy(), indices, self.seed, self.stream, det.photons,
-                det.read_noise_e, self.pupil_pixels,
-            )  # fmt: skip
-            frames = torch.as_tensor(noisy, device=self.device)
+        frames = add_noise(
+            frames,
+            indices,
+            self.seed,
+            self.stream,
+            det.photons,
+            det.read_noise_e,
+            self.pupil_pixels,
+        )  # fmt: skip  (on the device: per-sample generators)
         opd = bin_frames(opd, det.binning)
         return frames.float(), opd.float()[:, None]
 

@@ -47,6 +47,7 @@ __all__ = [
     "build_trainer",
     "checkpoint_meta",
     "fit_run",
+    "hardware_kwargs",
     "new_run_dir",
     "train",
 ]
@@ -162,20 +163,14 @@ def build_trainer(
         cbs.append(_ema_callback(cfg.ema_decay))
     if overrides.get("enable_progress_bar", True):
         cbs.append(TQDMProgressBar(refresh_rate=plan.sync_every))
-    multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
-    precision_plugin = _precision_plugin(plan, cfg.accelerator)
+    hardware = hardware_kwargs(cfg, plan)
     kwargs: dict[str, Any] = {
         "max_epochs": cfg.epochs,
         "max_time": None if cfg.budget_s is None else dt.timedelta(seconds=cfg.budget_s),
-        "accelerator": cfg.accelerator,
-        "devices": cfg.devices,
-        "num_nodes": cfg.num_nodes,
-        "strategy": "ddp" if multi else "auto",
-        "precision": None if precision_plugin else plan.precision,
-        "gradient_clip_val": cfg.optim.grad_clip,
+        **hardware,
         "callbacks": [*cbs, *callbacks],
         # checkpoints whole or absent after kill -9
-        "plugins": [AtomicCheckpointIO(), *precision_plugin],
+        "plugins": [AtomicCheckpointIO(), *hardware["plugins"]],
         "logger": _loggers(run_dir),
         "log_every_n_steps": cfg.log_every_n_steps,
         "use_distributed_sampler": False,  # ZWFSDataModule shards and seeds itself
@@ -183,6 +178,22 @@ def build_trainer(
         **overrides,
     }
     return pl.Trainer(**kwargs)
+
+
+def hardware_kwargs(cfg: TrainConfig, plan: HardwarePlan) -> dict[str, Any]:
+    """The Trainer arguments of the hardware (devices, strategy, precision, clipping) that
+    `recon train` and `recon bench` share: the benchmark times the run's own step."""
+    multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
+    plugins = _precision_plugin(plan, cfg.accelerator)
+    return {
+        "accelerator": cfg.accelerator,
+        "devices": cfg.devices,
+        "num_nodes": cfg.num_nodes,
+        "strategy": "ddp" if multi else "auto",
+        "precision": None if plugins else plan.precision,
+        "plugins": plugins,
+        "gradient_clip_val": cfg.optim.grad_clip,
+    }
 
 
 def _precision_plugin(plan: HardwarePlan, accelerator: str) -> list[pl.plugins.Precision]:
@@ -362,14 +373,12 @@ def fit_run(
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
         for name, text in (extra_files or {}).items():
             (run_dir / name).write_text(text)
-    dm = (
-        data
-        if isinstance(data, pl.LightningDataModule)
-        else ZWFSDataModule(
-            data, cfg.batch_size, cfg.data.num_workers, cfg.seed, cfg.data.placement
-        )
-    )
     plan = getattr(lit, "plan", None)
+    if isinstance(data, pl.LightningDataModule):
+        dm = data
+    else:
+        opts = (cfg.batch_size, cfg.data.num_workers, cfg.seed, cfg.data.placement)
+        dm = ZWFSDataModule(data, *opts, plan)
     trainer = build_trainer(cfg, run_dir, callbacks, plan, **trainer_overrides)
     own_env = RUN_DIR_ENV not in os.environ
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP workers started by fit() read it
