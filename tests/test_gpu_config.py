@@ -237,3 +237,47 @@ def test_refinement_runs_at_its_own_matmul_precision(monkeypatch: pytest.MonkeyP
         torch.set_float32_matmul_precision("highest")
     assert seen and set(seen) == {"highest"}
     assert (row.dtype, row.matmul) == ("float32", hardware_plan("cpu").refine_matmul)
+
+
+DDP_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from common.hardware import HardwarePlan, hardware_plan
+from recon.train import load_train_config, train
+plan = HardwarePlan(**{{**hardware_plan("cuda", bf16=True).describe(), "compile": False}})
+cfg = load_train_config("quick").with_overrides(**{{
+    "data.train": {train!r}, "data.val": {val!r}, "out_dir": {out!r}, "batch_size": 8,
+    "epochs": 1, "accelerator": "cpu", "devices": 2, "data.placement": "device"}})
+train(cfg, hardware=plan, enable_progress_bar=False, enable_model_summary=False)
+"""
+
+
+def test_cuda_plan_under_ddp_sets_the_memory_format_before_wrapping(
+    tiny: Path, tmp_path: Path
+) -> None:
+    """Two DDP processes (gloo) with the CUDA plan: channels_last is applied before DDP
+    builds its gradient buckets (after, every step warns that the gradient strides do
+    not match the bucket views and copies them), and each process holds its shard."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        DDP_SCRIPT.format(
+            tests=str(root / "tests"), train=str(tiny / "train.h5"), val=str(tiny / "val.h5"),
+            out=str(tmp_path / "runs"),
+        )  # fmt: skip
+    )
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env,
+        cwd=root,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "strides do not match bucket view" not in proc.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2  # 32 samples, 2 processes of 16, batches of 8
