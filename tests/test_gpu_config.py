@@ -266,9 +266,11 @@ def test_cuda_plan_under_ddp_sets_the_memory_format_before_wrapping(
     script = tmp_path / "ddp.py"
     script.write_text(
         DDP_SCRIPT.format(
-            tests=str(root / "tests"), train=str(tiny / "train.h5"), val=str(tiny / "val.h5"),
+            tests=str(root / "tests"),
+            train=str(tiny / "train.h5"),
+            val=str(tiny / "val.h5"),
             out=str(tmp_path / "runs"),
-        )  # fmt: skip
+        )
     )
     path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
