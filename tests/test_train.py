@@ -136,8 +136,10 @@ def test_cli_train_then_resume(tiny: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     (run_dir,) = out.iterdir()
     assert run_dir.name.startswith("phenn-")
-    for name in ("config.yaml", "metrics.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+    for name in ("config.yaml", "metrics.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
+                 "hardware.json"):  # fmt: skip
         assert (run_dir / name).is_file(), name
+    assert "hardware: cpu plan, 32, eager" in result.output
     resolved = load_train_config(run_dir / "config.yaml")
     assert resolved.data.npix == 16 and resolved.data.wavelengths_um == [0.96, 1.2]
     assert _last(run_dir)["global_step"] == 4  # 32 samples, batch 8

@@ -215,3 +215,22 @@ def train_command(
     console.print(f"{verb} {cfg.arch} on {source}, up to {cfg.epochs} epochs")
     run_dir = train(cfg, resume=resume, enable_progress_bar=progress)
     console.print(f"run folder: {run_dir}")
+    _print_hardware(run_dir)
+
+
+def _print_hardware(run_dir: Path) -> None:
+    """One line: the precision the run trained in, and whether its steps ran compiled."""
+    import json
+
+    path = run_dir / "hardware.json"
+    if not path.is_file():
+        return
+    record = json.loads(path.read_text())
+    status = record.get("compile_status", {})
+    if not status.get("requested"):
+        ran = "eager"
+    elif status.get("fallback"):
+        ran = f"eager after torch.compile failed ({status['fallback']})"
+    else:
+        ran = f"compiled ({status.get('graphs', 0)} graphs)"
+    console.print(f"hardware: {record.get('device')} plan, {record.get('precision')}, {ran}")
