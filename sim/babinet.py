@@ -15,10 +15,23 @@ half the arithmetic of the complex matrix products, and no complex dtype at all.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
-__all__ = ["MatrixBabinet", "RealBabinet"]
+__all__ = ["DotGrid", "MatrixBabinet", "RealBabinet"]
+
+
+class DotGrid(NamedTuple):
+    """The grids of the dot operator: x, the pupil pixel centres [D] (N,); u, the focal
+    sample centres [lambda0/D] (M,), symmetric; ratio, lambda0 / lambda (L,); weights,
+    the dot footprint times the MFT normalisation (L, M, M), even in both axes."""
+
+    x: np.ndarray
+    u: np.ndarray
+    ratio: np.ndarray
+    weights: np.ndarray
 
 
 def _half_grid_weights(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,49 +64,55 @@ def _left_singular(
 
 
 class RealBabinet(torch.nn.Module):
-    """T for real maps (B, L, C, N, N): L wavelengths, C maps each (e.g. real, imaginary).
+    """T for real maps (B, L, C, N, N): L wavelengths, C maps each (e.g. real, imaginary),
+    on the grids of `DotGrid`."""
 
-    x: pupil pixel centres [D] (N,); u: focal sample centres [lambda0/D] (M,), symmetric;
-    ratio: lambda0 / lambda (L,); weights: the dot footprint times the MFT
-    normalisation (L, M, M), even in both axes.
-    """
-
-    def __init__(
-        self,
-        x: np.ndarray,
-        u: np.ndarray,
-        ratio: np.ndarray,
-        weights: np.ndarray,
-        dtype: torch.dtype,
-    ) -> None:
+    def __init__(self, grid: DotGrid, dtype: torch.dtype) -> None:
         super().__init__()
+        x, u, ratio, weights = grid
         keep, fold = _half_grid_weights(u)
         arg = 2 * np.pi * ratio[:, None, None] * u[None, keep, None] * x[None, None, :]
         v = np.concatenate((np.cos(arg), np.sin(arg)), axis=1)  # (L, 2 M', N)
-        w = weights[:, keep][:, :, keep] * fold[:, None] * fold[None, :]  # (L, M', M')
-        kernel = np.tile(w, (1, 2, 2))  # the same weights on the four parity blocks
         self.register_buffer("v", torch.as_tensor(v[:, None], dtype=dtype))  # (L, 1, 2M', N)
         self.register_buffer("v_t", self.v.transpose(-1, -2).contiguous())  # (L, 1, N, 2M')
-        self.register_buffer("kernel", torch.as_tensor(kernel[:, None], dtype=dtype))
+        self.register_buffer("keep", torch.as_tensor(keep))
+        self.register_buffer("fold", torch.as_tensor(fold[:, None] * fold[None, :]))
+        self.register_buffer("kernel", self.fold_kernel(torch.as_tensor(weights)).to(dtype))
 
-    def forward(self, maps: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+    def fold_kernel(self, weights: torch.Tensor) -> torch.Tensor:
+        """The kernel K (L, 1, 2M', 2M') of weights (L, M, M) on the whole focal box (the
+        footprint times the MFT normalisation): the samples u >= 0 with their fold weights,
+        the same on the four parity blocks. Differentiable in `weights`."""
+        w = weights[:, self.keep][:, :, self.keep] * self.fold.to(weights.dtype)  # (L, M', M')
+        row = torch.cat((w, w), dim=-1)
+        return torch.cat((row, row), dim=-2)[:, None]
+
+    def forward(
+        self,
+        maps: torch.Tensor,
+        mix: torch.Tensor | None = None,
+        kernel: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """T applied to real maps (B, L, C, N, N) -> (B, L, C, N, N).
 
         mix (L, C, C), optional: output channel c is sum_d mix[l, c, d] T(maps[:, l, d]),
-        applied in the small focal domain where it is cheap.
+        applied in the small focal domain where it is cheap. kernel: another dot's
+        (`fold_kernel`), e.g. a calibrated diameter's; None: this operator's own.
         """
         b, n_l, c, n, _ = maps.shape
         m = self.v.shape[-2]
         y = maps.reshape(b, n_l, c * n, n) @ self.v_t[:, 0]  # (B, L, C*N, N) -> (B, L, C*N, 2M')
         focal = self.v @ y.reshape(b, n_l, c, n, m)  # -> (B, L, C, 2M', 2M'): parity blocks
-        focal = self.kernel * focal
+        focal = (self.kernel if kernel is None else kernel) * focal
         if mix is not None:
             focal = torch.einsum("lcd,bldij->blcij", mix, focal)
         z = (focal.reshape(b, n_l, c * m, m) @ self.v[:, 0]).reshape(b, n_l, c, m, n)
         return self.v_t @ z  # -> (B, L, C, N, N)
 
     @torch.no_grad()
-    def low_rank(self, support: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def low_rank(
+        self, support: torch.Tensor, rtol: float, kernel: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """T between `support` and the whole grid as a sum of r separable terms.
 
         T is symmetric, positive semi-definite (T = Q^T Q, Q = sqrt(K) (V x V)) and of
@@ -111,6 +130,7 @@ class RealBabinet(torch.nn.Module):
         Args:
             support: (N, N) bool, the pixels the inputs (or the kept outputs) live on.
             rtol: relative truncation of the singular values.
+            kernel: another dot's kernel (`fold_kernel`); None: this operator's own.
 
         Returns:
             out, inp: (L, r, N, N) in this operator's dtype (inp zero off `support`;
@@ -121,7 +141,8 @@ class RealBabinet(torch.nn.Module):
         idx = torch.nonzero(support.flatten().to(self.v.device)).flatten()
         rows, cols = idx // n, idx % n
         outs, inps = [], []
-        for v, k in zip(self.v[:, 0].to(f64), self.kernel[:, 0].to(f64), strict=True):
+        kernels = (self.kernel if kernel is None else kernel)[:, 0].to(f64)
+        for v, k in zip(self.v[:, 0].to(f64), kernels, strict=True):
             p, q = torch.nonzero(k > 0, as_tuple=True)
             sqrt_k = k[p, q].sqrt()
             q_sup = sqrt_k[:, None] * v[p][:, rows] * v[q][:, cols]  # Q on the support
@@ -151,15 +172,9 @@ class RealBabinet(torch.nn.Module):
 class MatrixBabinet(torch.nn.Module):
     """T by complex matrix products over the whole focal box: the plain form of `RealBabinet`."""
 
-    def __init__(
-        self,
-        x: np.ndarray,
-        u: np.ndarray,
-        ratio: np.ndarray,
-        weights: np.ndarray,
-        dtype: torch.dtype,
-    ) -> None:
+    def __init__(self, grid: DotGrid, dtype: torch.dtype) -> None:
         super().__init__()
+        x, u, ratio, weights = grid
         cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         mft = np.exp(-2j * np.pi * ratio[:, None, None] * u[None, :, None] * x[None, None, :])
         self.register_buffer("mft", torch.as_tensor(mft[:, None], dtype=cdtype))  # (L, 1, M, N)

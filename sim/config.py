@@ -1,4 +1,4 @@
-"""Validated configuration of the simulated ZWFS system (every number of DESIGN's table).
+"""Validated configuration of the simulated ZWFS system (every number is a field).
 
 Lengths carry their unit in the field name (`_m`, `_um`, `_nm`); YAML files in
 `configs/sim/` hold the defaults. A wrong value raises `ConfigError` with one line
@@ -112,8 +112,14 @@ class FocalConfig(_Strict):
     box_samples: int | None = Field(
         None, ge=4, description="samples across the focal box; None: just covers the dot"
     )
-    antialias: bool = Field(True, description="grey (area-weighted) dot-edge samples")
-    antialias_subsamples: int = Field(16, ge=1, le=64, description="sub-samples per axis")
+    antialias: bool = Field(
+        True, description="grey dot-edge samples: each holds the exact area the dot covers"
+    )
+    antialias_subsamples: int = Field(
+        16, ge=1, le=64,
+        description="unused: the dot's edge samples hold exact areas (kept so that the "
+        "configs of files made when they were sub-sampled still load)",
+    )  # fmt: skip
 
 
 class DetectorConfig(_Strict):

@@ -1,12 +1,14 @@
-"""The focal-plane phase dot: its sampled footprint and its phase at each wavelength."""
+"""The focal-plane phase dot: its footprint on the focal samples, its phase per wavelength."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from sim.config import MaskConfig
+from sim.geometry import disk_cell_areas
 
 __all__ = ["dot_footprint", "dot_phase_rad", "focal_coordinates", "fused_silica_index"]
 
@@ -17,25 +19,29 @@ def focal_coordinates(box_samples: int, samples_per_lambda0_d: float) -> np.ndar
 
 
 def dot_footprint(
-    coords: np.ndarray, diameter: float, antialias: bool, subsamples: int = 8
-) -> np.ndarray:
+    coords: np.ndarray | torch.Tensor,
+    diameter: float | torch.Tensor,
+    antialias: bool,
+) -> np.ndarray | torch.Tensor:
     """Fraction (M, M) of each focal sample's cell covered by the dot.
 
-    coords: sample centres along one axis (same unit as `diameter`). Hard edge:
-    1 where the centre lies inside the dot. Anti-aliased: the covered area of each
-    cell, estimated on `subsamples` x `subsamples` points per cell.
+    coords: sample centres along one axis, uniform (same unit as `diameter`). Hard
+    edge: 1 where the centre lies inside the dot. Anti-aliased: the exact covered area
+    of each cell (`sim.geometry.disk_cell_areas`), differentiable in `diameter` when
+    it is a tensor (calibration fits it). NumPy in, NumPy out.
     """
-    radius = diameter / 2.0
-    if not antialias or subsamples == 1:
-        yy, xx = np.meshgrid(coords, coords, indexing="ij")
-        return (np.hypot(xx, yy) <= radius).astype(np.float64)
-    pitch = coords[1] - coords[0]
-    offsets = ((np.arange(subsamples) + 0.5) / subsamples - 0.5) * pitch
-    fine = (coords[:, None] + offsets[None, :]).ravel()  # (M * s,)
-    yy, xx = np.meshgrid(fine, fine, indexing="ij")
-    inside = (np.hypot(xx, yy) <= radius).astype(np.float64)
-    m = coords.size
-    return inside.reshape(m, subsamples, m, subsamples).mean(axis=(1, 3))
+    as_numpy = not isinstance(coords, torch.Tensor)
+    u = torch.as_tensor(coords, dtype=torch.float64)
+    d = torch.as_tensor(diameter, dtype=torch.float64, device=u.device)
+    if antialias:
+        pitch = u[1] - u[0]
+        edges = torch.cat((u - pitch / 2, u[-1:] + pitch / 2))
+        zero = torch.zeros((), dtype=torch.float64, device=u.device)
+        out = disk_cell_areas(edges, (zero, zero), d / 2)
+    else:
+        yy, xx = torch.meshgrid(u, u, indexing="ij")
+        out = (torch.hypot(xx, yy) <= d / 2).to(torch.float64)
+    return out.numpy() if as_numpy else out
 
 
 def fused_silica_index(wavelength_um: np.ndarray) -> np.ndarray:

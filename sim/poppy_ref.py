@@ -47,12 +47,7 @@ class _PhaseDot(AnalyticImagePlaneElement):
     def get_transmission(self, wave: poppy.Wavefront) -> np.ndarray:
         _, x = self.get_coordinates(wave)  # arcsec
         coords = x[0] / self._lam_d_arcsec  # [lambda0/D]; POPPY's grid is symmetric
-        footprint = dot_footprint(
-            coords,
-            self._cfg.mask.diameter_lambda0_d,
-            self._antialias,
-            self._cfg.focal.antialias_subsamples,
-        )
+        footprint = dot_footprint(coords, self._cfg.mask.diameter_lambda0_d, self._antialias)
         wavelength_um = wave.wavelength.to_value(u.um)
         theta = dot_phase_rad([wavelength_um], self._cfg.mask)[0]
         self.transmission = 1 + footprint * (np.exp(1j * theta) - 1)

@@ -14,14 +14,21 @@ import numpy as np
 import torch
 
 from data.schema import pupil_mask
-from sim.babinet import RealBabinet
+from sim.babinet import DotGrid, RealBabinet
 from sim.config import SimConfig
 from sim.detector import bin_frames
 from sim.mask import dot_footprint, dot_phase_rad, focal_coordinates
 from sim.pupil import circular_pupil, pupil_coordinates_m
 from sim.zernike import zernike_basis
 
-__all__ = ["ZWFSModel"]
+__all__ = ["ZWFSModel", "dot_mix"]
+
+
+def dot_mix(theta_rad: torch.Tensor) -> torch.Tensor:
+    """1 - e^{i theta} acting on (re, im) pairs, (L,) -> (L, 2, 2):
+    [[1 - cos, sin], [-sin, 1 - cos]] (differentiable in theta)."""
+    cos, sin = torch.cos(theta_rad), torch.sin(theta_rad)
+    return torch.stack((torch.stack((1 - cos, sin), -1), torch.stack((-sin, 1 - cos), -1)), -2)
 
 
 class ZWFSModel(torch.nn.Module):
@@ -43,20 +50,18 @@ class ZWFSModel(torch.nn.Module):
         antialias = cfg.focal.antialias if antialias is None else antialias
         npix, q = cfg.pupil.npix, cfg.focal.samples_per_lambda0_d
 
+        self.antialias = antialias
         pupil = circular_pupil(npix, cfg.pupil.diameter_m)
-        footprint = dot_footprint(
-            focal_coordinates(cfg.focal_box_samples, q),
-            cfg.mask.diameter_lambda0_d,
-            antialias,
-            cfg.focal.antialias_subsamples,
-        )
+        u = focal_coordinates(cfg.focal_box_samples, q)  # [lambda0/D]
+        footprint = dot_footprint(u, cfg.mask.diameter_lambda0_d, antialias)
         theta = dot_phase_rad(cfg.wavelengths_um, cfg.mask)
         ratio = cfg.mask.lambda0_um / np.asarray(cfg.wavelengths_um)  # lambda0 / lambda
         # MFT there and back, per axis: dx * du / lambda = (lambda0/lambda) / (N q).
-        weights = (ratio / (npix * q))[:, None, None] ** 2 * footprint  # (L, M, M)
+        self.register_buffer("mft_norm", torch.as_tensor((ratio / (npix * q)) ** 2)[:, None, None])
+        weights = self.mft_norm.numpy() * footprint  # (L, M, M)
         x = pupil_coordinates_m(npix, cfg.pupil.diameter_m) / cfg.pupil.diameter_m  # [D]
-        u = focal_coordinates(cfg.focal_box_samples, q)  # [lambda0/D]
-        self.dot_operator = RealBabinet(x, u, ratio, weights, self.real_dtype)
+        self.register_buffer("focal_u", torch.as_tensor(u))
+        self.dot_operator = RealBabinet(DotGrid(x, u, ratio, weights), self.real_dtype)
 
         self.register_buffer("pupil", torch.as_tensor(pupil, dtype=self.real_dtype))
         self.register_buffer("mask", torch.as_tensor(pupil_mask(pupil)))
@@ -65,10 +70,7 @@ class ZWFSModel(torch.nn.Module):
         self.register_buffer(
             "wavenumber_per_nm", torch.as_tensor(wavenumber[:, None, None], dtype=self.real_dtype)
         )
-        # 1 - e^{i theta} acting on (re, im) pairs: [[1 - cos, sin], [-sin, 1 - cos]]
-        cos, sin = np.cos(theta), np.sin(theta)
-        mix = np.stack((np.stack((1 - cos, sin), -1), np.stack((-sin, 1 - cos), -1)), -2)
-        self.register_buffer("dot_mix", torch.as_tensor(mix, dtype=self.real_dtype))
+        self.register_buffer("dot_mix", dot_mix(torch.as_tensor(theta)).to(self.real_dtype))
         clear = bin_frames(self.pupil**2, cfg.detector.binning)
         binned_mask = pupil_mask(bin_frames(self.pupil, cfg.detector.binning).cpu().numpy())
         self.register_buffer("detector_mask", torch.as_tensor(binned_mask))
@@ -87,18 +89,55 @@ class ZWFSModel(torch.nn.Module):
         z = zernike_basis(self.cfg.aberration.modes, self.cfg.pupil.npix, self.cfg.pupil.diameter_m)
         return torch.as_tensor(z, dtype=self.real_dtype, device=self.pupil.device)
 
+    def dot_kernel(self, diameter_scale: torch.Tensor) -> torch.Tensor:
+        """The dot operator's kernel (`RealBabinet.fold_kernel`) for a dot `diameter_scale`
+        x the config's, float64, differentiable in the scale (calibration fits it)."""
+        diameter = diameter_scale * self.cfg.mask.diameter_lambda0_d
+        footprint = dot_footprint(self.focal_u, diameter, self.antialias)
+        return self.dot_operator.fold_kernel(self.mft_norm * footprint)
+
+    def dot_mix_at(self, depth_scale: torch.Tensor) -> torch.Tensor:
+        """`dot_mix` (L, 2, 2) for a dot `depth_scale` x the config's depth (the phase
+        scales with the depth at every wavelength), float64, differentiable."""
+        return dot_mix(self.theta_rad.to(torch.float64) * depth_scale)
+
+    def input_field(
+        self, opd_nm: torch.Tensor, amplitude: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Real and imaginary parts (B, L, 2, N, N) of the pupil field A exp(i k OPD) for OPD
+        maps (B, N, N) [nm]; `amplitude` (N, N): None for the nominal pupil."""
+        phase = opd_nm[:, None] * self.wavenumber_per_nm  # (B, N, N) -> (B, L, N, N)
+        amp = self.amplitude if amplitude is None else amplitude
+        return torch.stack((torch.cos(phase), torch.sin(phase)), dim=2) * amp
+
+    def fields(
+        self,
+        opd_nm: torch.Tensor,
+        amplitude: torch.Tensor | None = None,
+        kernel: torch.Tensor | None = None,
+        mix: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input and output fields (B, L, 2, N, N) for OPD maps (B, N, N) [nm], differentiable
+        (the one forward model of refinement and calibration).
+
+        amplitude, kernel, mix: a calibrated system's (`sim.system.system_terms`); None:
+        the config's nominal pupil and dot.
+        """
+        e_in = self.input_field(opd_nm, amplitude)
+        mix = self.dot_mix if mix is None else mix
+        # E_out = E_in - (1 - e^{i theta}) T(E_in), the complex factor as a 2 x 2 real mix
+        return e_in, e_in - self.dot_operator(e_in, mix, kernel)
+
     def field_parts(self, opd_nm: torch.Tensor) -> torch.Tensor:
         """Real and imaginary parts (B, L, 2, N, N) of the output field for OPD (B, N, N) [nm].
 
         In units of the square root of the mean clear-pupil intensity.
         """
         opd = opd_nm.to(device=self.pupil.device, dtype=self.real_dtype)
-        phase = opd[:, None] * self.wavenumber_per_nm  # (B, N, N) -> (B, L, N, N)
         if torch.is_grad_enabled() and opd.requires_grad:
-            e_in = torch.stack((torch.cos(phase), torch.sin(phase)), dim=2) * self.amplitude
-            # E_out = E_in - (1 - e^{i theta}) T(E_in), the complex factor as a 2 x 2 real mix
-            return e_in - self.dot_operator(e_in, self.dot_mix)
+            return self.fields(opd)[1]
         # inference: the same arithmetic in place, two fewer passes over (B, L, 2, N, N)
+        phase = opd[:, None] * self.wavenumber_per_nm  # (B, N, N) -> (B, L, N, N)
         e_in = phase.new_empty(*phase.shape[:2], 2, *phase.shape[2:])
         if e_in.device.type == "cpu":  # numpy's SIMD sin/cos: 3x torch's on CPU, same memory
             np.cos(phase.numpy(), out=e_in[:, :, 0].numpy())

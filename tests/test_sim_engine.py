@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sim.analytic import ndiaye_intensity, opd_to_phase
-from sim.babinet import MatrixBabinet
+from sim.babinet import DotGrid, MatrixBabinet
 from sim.poppy_ref import PoppyZWFS
 from sim.zernike import zernike_basis
 from sim.zwfs import ZWFSModel
@@ -25,7 +25,7 @@ def hard_edge_pair() -> tuple[ZWFSModel, PoppyZWFS, torch.Tensor]:
 
 @pytest.mark.parametrize("wavelength_index", range(4))
 def test_engine_matches_poppy_hard_edge(hard_edge_pair, wavelength_index: int) -> None:
-    """Same sampling and hard dot edge: complex64 engine within 1e-5 of POPPY's peak (issue 2)."""
+    """Same sampling and hard dot edge: complex64 engine within 1e-5 of POPPY's peak."""
     model, ref, opd = hard_edge_pair
     with torch.inference_mode():
         intensity = model(opd)[:, wavelength_index].double().numpy()
@@ -51,16 +51,12 @@ def test_engine_matches_poppy_antialiased_complex128(device: str) -> None:
 def test_default_sampling_close_to_converged_reference() -> None:
     """q = 32 samples per lambda0/D with a grey dot edge is within 1e-3 of a converged answer.
 
-    The reference (q = 256, 16 x 16 sub-samples) differs from q = 512 by 9e-6 of the
-    peak, so it stands for the converged result at this tolerance.
+    The reference (q = 256, exact edge areas) differs from q = 512 by 9e-6 of the peak,
+    so it stands for the converged result at this tolerance; q = 32 is 6.4e-4 from q =
+    512 (16 x 16 sub-sampled edge areas: 6.9e-4).
     """
     default = ZWFSModel(paper())
-    reference = ZWFSModel(
-        paper(
-            precision="complex128",
-            **{"focal.samples_per_lambda0_d": 256, "focal.antialias_subsamples": 16},
-        )
-    )
+    reference = ZWFSModel(paper(precision="complex128", **{"focal.samples_per_lambda0_d": 256}))
     opd = random_opd(reference, RMS_NM, seed=1)
     with torch.inference_mode():
         got, want = default(opd).double(), reference(opd)
@@ -87,8 +83,8 @@ def test_real_arithmetic_operator_equals_complex_matrices() -> None:
     ratio = 1.0 / np.array(model.wavelengths_um)
     from sim.mask import dot_footprint
 
-    weights = (ratio / (32 * 32))[:, None, None] ** 2 * dot_footprint(u, 1.06, True, 16)
-    plain = MatrixBabinet(x, u, ratio, weights, torch.float64)
+    weights = (ratio / (32 * 32))[:, None, None] ** 2 * dot_footprint(u, 1.06, True)
+    plain = MatrixBabinet(DotGrid(x, u, ratio, weights), torch.float64)
     torch.testing.assert_close(op(maps), plain(maps), rtol=0, atol=1e-12)
     torch.testing.assert_close(
         op(maps, model.dot_mix), plain(maps, model.dot_mix), rtol=0, atol=1e-12
@@ -162,8 +158,8 @@ def test_small_phase_response_matches_ndiaye_model() -> None:
     u = (np.arange(cfg.focal_box_samples) - (cfg.focal_box_samples - 1) / 2) / 32
     from sim.mask import dot_footprint
 
-    weights = (1 / (128 * 32)) ** 2 * dot_footprint(u, 1.06, True, 16)[None]
-    leak = MatrixBabinet(x, u, np.array([1.0]), weights, torch.float64)(
+    weights = (1 / (128 * 32)) ** 2 * dot_footprint(u, 1.06, True)[None]
+    leak = MatrixBabinet(DotGrid(x, u, np.array([1.0]), weights), torch.float64)(
         (pupil * phi)[None, None, None]
     )[0, 0, 0]
     c = abs(1 - np.exp(1j * theta))

@@ -129,3 +129,26 @@ def test_pupil_module_does_not_import_poppy() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported.isdisjoint({"poppy", "astropy"}), imported
+
+
+def test_exact_disk_areas_match_the_pupil_and_differentiate() -> None:
+    """`sim.geometry.disk_cell_areas` is the pupil at the nominal system (to 1e-12) and
+    the dot's footprint; its derivative in the radius is the circumference (total area
+    pi r^2), and gradcheck passes in the centre and radius."""
+    import torch
+
+    from sim.geometry import disk_cell_areas
+    from sim.system import NOMINAL_SYSTEM, system_pupil
+
+    for n in (16, 64):
+        nominal = system_pupil(n, torch.tensor(NOMINAL_SYSTEM, dtype=torch.float64))
+        assert np.abs(nominal.numpy() - circular_pupil(n, 6.0)).max() < 1e-12
+    edges = (torch.arange(37, dtype=torch.float64) - 18) / 32  # a focal box [lambda0/D]
+    radius = torch.tensor(0.53, dtype=torch.float64, requires_grad=True)
+    zero = torch.zeros((), dtype=torch.float64)
+    area = disk_cell_areas(edges, (zero, zero), radius).sum() / 32**2
+    assert float(area) == pytest.approx(np.pi * 0.53**2, rel=1e-12)
+    (grad,) = torch.autograd.grad(area, radius)
+    assert float(grad) == pytest.approx(2 * np.pi * 0.53, rel=1e-12)
+    args = tuple(torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (0.01, -0.02))
+    assert torch.autograd.gradcheck(lambda cx, cy: disk_cell_areas(edges, (cx, cy), radius), args)
