@@ -125,7 +125,7 @@ def training_speed(scale: Scale, device: torch.device, plan: HardwarePlan) -> li
     from dataclasses import asdict
 
     from recon.train import load_train_config
-    from recon.train.bench import bench_one
+    from recon.train.network_bench import bench_one
 
     rows = []
     for arch in ("phenn", "gru"):
@@ -203,7 +203,7 @@ def refinement_speed(scale: Scale, device: torch.device) -> dict[str, Any]:
     """`recon bench-refine` at the scale's sampling: Jacobian ms/sample and fits/s."""
     from dataclasses import asdict
 
-    from recon.estimators.bench import bench_refine_one
+    from recon.refine.fit_bench import bench_refine_one
 
     npix = scale.bench_sizes[-1]
     row = bench_refine_one(npix, device, n=scale.refine_n, batch_size=scale.refine_batch)

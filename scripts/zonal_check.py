@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from recon.estimators import NetworkEstimator
-from recon.estimators.forward import FrameModel
-from recon.estimators.refine import RefinedEstimator
+from recon.refine import FrameModel, RefinedEstimator
 from sim.config import SimConfig
 from sim.zernike import zernike_basis
 

@@ -119,7 +119,7 @@ def _one_step(tiny: Path, plan: HardwarePlan) -> list[torch.Tensor]:
     """The parameters after one `recon train` step (clip at 1e-3) under `plan`."""
     from recon.models import NormStats, build_model
     from recon.train.data import ZWFSDataModule, load_data
-    from recon.train.run import build_trainer
+    from recon.train.trainer import build_trainer
 
     cfg = _config(tiny, **{"optim.grad_clip": 1e-3, "optim.schedule": "none"})
     data = load_data(cfg)
@@ -218,8 +218,8 @@ def test_training_steps_on_the_test_device(tiny: Path, device: str) -> None:
 def test_refinement_runs_at_its_own_matmul_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     """A caller that allowed TF32 keeps it; the fit runs at the plan's "highest" inside,
     in production and in `recon bench-refine` alike (both call `refine_modal`)."""
-    from recon.estimators import refine as refine_mod
-    from recon.estimators.bench import bench_refine_one
+    from recon.refine import modal as refine_mod
+    from recon.refine.fit_bench import bench_refine_one
 
     seen: list[str] = []
     real = refine_mod.FrameModel.linearise

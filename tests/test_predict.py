@@ -11,7 +11,7 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 from recon.cli import app
-from recon.estimators import Reconstructor
+from recon.reconstructor import Reconstructor
 from recon.train import load_train_config, train
 from sim.config import load_sim_config
 from sim.generate import generate_dataset

@@ -7,14 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from recon.estimators.forward import FrameModel, NoiseModel
-from recon.estimators.refine import (
-    NOISELESS_MISFIT,
-    RefinedEstimator,
-    _transform,
-    _untransform,
-    good_fit,
-)
+from recon.refine import FrameModel, NoiseModel, RefinedEstimator, good_fit
+from recon.refine.noise import NOISELESS_MISFIT
+from recon.refine.symmetry import transform as _transform
+from recon.refine.symmetry import untransform as _untransform
 from sim.config import load_sim_config
 from sim.detector import add_noise
 from sim.zernike import zernike_basis

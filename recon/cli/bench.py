@@ -29,7 +29,7 @@ def bench_command(
     out: Annotated[Path | None, typer.Option(help="JSON [bench/recon_bench.json]")] = None,
 ) -> None:
     """Training samples/s and single-frame latency of phenn and gru at 64 and 128 px."""
-    from recon.train.bench import default_json_path, print_table, run_bench
+    from recon.train.network_bench import default_json_path, print_table, run_bench
     from recon.train.quiet import quiet_lightning
 
     quiet_lightning()
@@ -62,7 +62,7 @@ def bench_refine_command(
 ) -> None:
     """Modal refinement: Jacobian ms/sample against torch.func, and the whole fit."""
     from common.errors import UserError
-    from recon.estimators.bench import bench_refine, default_json_path, print_table
+    from recon.refine.fit_bench import bench_refine, default_json_path, print_table
 
     if n < 1 or batch_size < 1:
         raise UserError(f"--n and --batch-size must be at least 1, got {n} and {batch_size}")

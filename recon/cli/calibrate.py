@@ -36,17 +36,10 @@ def calibrate_command(
     Use the result with --calibration in recon eval, loop and predict.
     """
     from recon.estimators import NetworkEstimator
-    from recon.estimators.calibrate import (
-        NOMINAL,
-        SYSTEM_FIELDS,
-        ParametricZWFS,
-        calibrate,
-        save_calibration,
-    )
-    from recon.estimators.forward import NoiseModel
-    from recon.estimators.refine import RefinedEstimator
     from recon.evaluation import open_test_set
-    from sim.zernike import zernike_coefficients
+    from recon.refine import FrameModel, RefinedEstimator, calibrate, save_calibration
+    from sim.system import NOMINAL_SYSTEM, SYSTEM_FIELDS, SYSTEM_UNITS
+    from sim.zernike import zernike_basis, zernike_coefficients
 
     if run is None and not known:
         raise UserError("give --run (a trained network starts the fit) or --known")
@@ -59,12 +52,13 @@ def calibrate_command(
         frames = np.asarray(ts.file["intensity"][:k], dtype=np.float64)
         truth = np.asarray(ts.file["coefficients"][:k], dtype=np.float64) if known else None
         file_modes = [int(j) for j in ts.file["mode"][:]] if known else []
+    modes = list(range(2, cfg.aberration.noll_max + 1))
     try:
-        model = ParametricZWFS(cfg, list(range(2, cfg.aberration.noll_max + 1)))
+        model = FrameModel(cfg, device)
     except ValueError as err:
         raise UserError(str(err)) from None
     if known:
-        if file_modes != model.modes:
+        if file_modes != modes:
             raise UserError(f"{data} holds Noll {file_modes[0]}-{file_modes[-1]}, the system "
                             f"Noll 2-{cfg.aberration.noll_max}")  # fmt: skip
         start = truth
@@ -77,25 +71,27 @@ def calibrate_command(
         # frames whose start fell outside the basin would pull the system: keep the best
         best = np.sort(np.argsort(refined.last_report.misfit)[: min(n, k)])
         frames, k = frames[best], len(best)
-        start = zernike_coefficients(opd[best], model.basis.numpy(), model.mask)
-    noise = NoiseModel.from_config(cfg, int(model.mask.sum()))
+        start = zernike_coefficients(opd[best], zernike_basis(modes, cfg.pupil.npix), model.mask)
+    noise = model.noise()
+    opts = {"modes": modes, "noise": noise, "fit_opd": not known, "device": device}
     with console.status(f"fitting {k} frames with the nominal system, then calibrating"):
-        nominal = calibrate(model, frames, start, fit_system=False, noise=noise, fit_opd=not known)
-        fit = calibrate(model, frames, nominal.coeffs_nm if not known else start, noise=noise,
-                        fit_opd=not known)  # fmt: skip
+        nominal = calibrate(cfg, frames, start, fit_system=False, **opts)
+        fit = calibrate(cfg, frames, nominal.coeffs_nm if not known else start, **opts)
     path = save_calibration(
         fit, out, data=str(data), frames=k, known_aberrations=known,
-        misfit_nominal_chi2_per_pixel=nominal.misfit,
+        misfit_nominal_deviance_per_pixel=nominal.misfit,
     )  # fmt: skip
     table = Table(title=f"calibration from {k} frames of {data.name}")
     for col in ("parameter", "fitted", "nominal"):
         table.add_column(col, justify="right")
-    units = ("x", "x", "px", "px", "x")
-    for name, value, nom, unit in zip(SYSTEM_FIELDS, fit.system, NOMINAL, units, strict=True):
+    for name, value, nom, unit in zip(
+        SYSTEM_FIELDS, fit.system, NOMINAL_SYSTEM, SYSTEM_UNITS, strict=True
+    ):
         table.add_row(name, f"{value:.4f} {unit}", f"{nom:g} {unit}")
     console.print(table)
     console.print(
-        f"chi^2 per pixel: nominal system {nominal.misfit:.4g}, calibrated {fit.misfit:.4g} "
-        f"(1 at the noise level when the frames carry photons)"
+        f"deviance per pixel: nominal system {nominal.misfit:.4g}, calibrated {fit.misfit:.4g} "
+        f"(1 at the noise level when the frames carry photons); solver: {fit.status}, "
+        f"{fit.iterations} iterations"
     )
     console.print(f"calibration: {path}  (use: --calibration {path})")

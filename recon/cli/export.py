@@ -22,13 +22,13 @@ def export_command(
     device: Annotated[str, typer.Option(help="aoti: the device it is compiled for")] = "cpu",
 ) -> None:
     """Export the model (normalisation included) and check it against the eager model."""
-    from recon.estimators.export import (
+    from recon.models import resolve_checkpoint
+    from recon.models.export import (
         FORMATS,
         batch1_latency_ms,
         export_model,
         max_export_error,
     )
-    from recon.models import resolve_checkpoint
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format '{fmt}': use one of {', '.join(FORMATS)}")

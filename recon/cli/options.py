@@ -118,13 +118,12 @@ def add_refined(
 ) -> dict[str, Any]:
     """Estimators plus "<label> + refine" for each (and "zero start + refine").
 
-    `mode`: modal | zonal (`recon.estimators.refine.RefinedEstimator`), fitted with the
+    `mode`: modal | zonal (`recon.refine.RefinedEstimator`), fitted with the
     dataset's system and photon level (its dot and pupil from `calibration`, a
     `recon calibrate` file, when given); `only`: return the refined ones alone.
     """
-    from recon.estimators.calibrate import load_calibration
-    from recon.estimators.refine import RefinedEstimator, ZeroEstimator
     from recon.evaluation import open_test_set
+    from recon.refine import RefinedEstimator, ZeroEstimator, load_calibration
 
     if mode not in ("modal", "zonal"):
         raise UserError(f"--refine must be modal or zonal, got {mode!r}")

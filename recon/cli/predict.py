@@ -49,7 +49,7 @@ def predict_command(
 ) -> None:
     """Reconstruct the OPD [nm] and its Noll coefficients with a trained network."""
     from data.lab import load_lab_frames
-    from recon.estimators import Reconstructor, write_prediction
+    from recon.reconstructor import Reconstructor, write_prediction
 
     if out is not None and out.suffix.lower() not in (".fits", ".fit", ".fts", ".h5", ".hdf5"):
         raise UserError(f"--out {out} must end in .fits or .h5")
@@ -65,7 +65,7 @@ def predict_command(
         raise UserError("--calibration needs --refine (the calibrated system refines the estimate)")
     system = None
     if calibration is not None:
-        from recon.estimators.calibrate import load_calibration
+        from recon.refine.calibrate import load_calibration
 
         system = load_calibration(calibration)
     sim_cfg = None
@@ -113,12 +113,12 @@ def predict_command(
         table.add_row(str(i), f"{opd[inside].std():.1f}", modes)
     console.print(table)
     if (rep := result.refine_report) is not None:
+        counts = ", ".join(f"{v} {k}" for k, v in rep.counts().items() if v)
         console.print(
-            f"refined ({refine}): {int(rep.converged.sum())}/{rep.converged.size} converged, "
+            f"refined ({refine}), frames per status: {counts}; "
             f"median {np.median(rep.iterations):.0f} iterations, "
             f"median misfit {np.median(rep.misfit):.3g} (deviance per pixel), "
-            f"{int(rep.good_fit.sum())}/{rep.good_fit.size} fit down to the noise "
-            f"({int((rep.starts > 1).sum())} restarted)"
+            f"{int((rep.starts > 1).sum())} restarted"
         )
         if rep.good_fit.mean() < 0.5:
             console.print(

@@ -2,8 +2,9 @@
 
 Importing this package registers the classical baselines (``analytic``).
 
-    from recon.estimators import NetworkEstimator, Reconstructor, create_baseline
-    from recon.estimators import RefinedEstimator, ZeroEstimator   # hybrid: refine.py
+    from recon.estimators import NetworkEstimator, create_baseline
+    from recon.refine import RefinedEstimator       # hybrid: a fit on any estimator's start
+    from recon.reconstructor import Reconstructor   # what lab scripts call
 """
 
 from recon.estimators.analytic import AnalyticEstimator, analytic_baseline
@@ -17,20 +18,13 @@ from recon.estimators.base import (
     register_baseline,
     remove_piston,
 )
-from recon.estimators.lab import Prediction, Reconstructor, write_prediction
 from recon.estimators.network import NetworkEstimator, wavelength_label
-from recon.estimators.refine import RefinedEstimator, RefineReport, ZeroEstimator
 
 __all__ = [
     "NORMALISED_MEAN_RANGE",
     "AnalyticEstimator",
     "Estimator",
     "NetworkEstimator",
-    "Prediction",
-    "Reconstructor",
-    "RefineReport",
-    "RefinedEstimator",
-    "ZeroEstimator",
     "analytic_baseline",
     "as_frames",
     "check_normalised",
@@ -39,5 +33,4 @@ __all__ = [
     "register_baseline",
     "remove_piston",
     "wavelength_label",
-    "write_prediction",
 ]

@@ -19,6 +19,7 @@ from data.schema import pupil_mask
 from recon.estimators.base import as_frames, check_normalised, remove_piston
 from recon.models import NormStats, ReconModel, load_checkpoint
 from recon.models.fast import inference_runner
+from sim.pupil import circular_pupil
 
 __all__ = ["NetworkEstimator", "wavelength_label"]
 
@@ -26,11 +27,6 @@ __all__ = ["NetworkEstimator", "wavelength_label"]
 def wavelength_label(name: str, wavelengths_m: Sequence[float]) -> str:
     """``name@w1,w2um``: a report label that says which wavelengths an estimator reads."""
     return f"{name}@{','.join(f'{w * 1e6:g}' for w in wavelengths_m)}um"
-
-
-def _disk(npix: int) -> np.ndarray:
-    c = (np.arange(npix) - (npix - 1) / 2) / (npix / 2)
-    return np.hypot(*np.meshgrid(c, c, indexing="ij")) <= 1.0
 
 
 class NetworkEstimator:
@@ -71,7 +67,7 @@ class NetworkEstimator:
         self.name = name or wavelength_label(str(meta.get("arch", "network")), self.wavelengths_m)
         pupil = meta.get("pupil")
         if pupil is None:
-            self.mask = _disk(self.npix)
+            self.mask = pupil_mask(circular_pupil(self.npix, 1.0))  # the nominal pupil
         else:
             p = pupil.cpu().numpy() if torch.is_tensor(pupil) else np.asarray(pupil)
             self.mask = pupil_mask(p)

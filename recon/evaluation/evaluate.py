@@ -30,6 +30,7 @@ from recon.evaluation.metrics import (
     residual_rms_nm,
 )
 from recon.evaluation.testset import TestSet, open_test_set
+from recon.refine.solver import CONVERGED, STATUSES
 
 __all__ = ["default_out_dir", "evaluate"]
 
@@ -116,7 +117,7 @@ def evaluate(
                 guess = est.estimate(frames, wavelengths_m=ts.wavelengths_m)  # (B, H, W)
                 seconds[name] += time.perf_counter() - t0
                 if (fit := getattr(est, "last_report", None)) is not None:
-                    for key in ("good_fit", "starts", "iterations", "converged"):
+                    for key in ("good_fit", "starts", "iterations", "status"):
                         fits.setdefault(name, {}).setdefault(key, []).append(getattr(fit, key))
                 res[name][a:b] = residual_rms_nm(opd, guess, mask)
                 corr[name][a:b] = pearson(opd, guess, mask)
@@ -131,10 +132,12 @@ def evaluate(
     for name, parts in fits.items():
         got = {key: np.concatenate(v) for key, v in parts.items()}
         report["per_sample"].setdefault("good_fit", {})[name] = got["good_fit"].tolist()
+        report["per_sample"].setdefault("fit_status", {})[name] = got["status"].tolist()
         report["estimators"][name]["summary"] |= {
             "good_fit_fraction": float(got["good_fit"].mean()),
             "restarted_fraction": float((got["starts"] > 1).mean()),
-            "converged_fraction": float(got["converged"].mean()),
+            "converged_fraction": float((got["status"] == CONVERGED).mean()),
+            "fit_status_counts": {k: int((got["status"] == k).sum()) for k in STATUSES},
             "median_iterations": float(np.median(got["iterations"])),
         }
     if crb is None:

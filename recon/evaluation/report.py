@@ -21,6 +21,7 @@ import numpy as np
 
 from common.io import write_json_atomic, write_text_atomic
 from recon.evaluation.metrics import bin_masks
+from recon.refine.solver import STATUSES
 
 __all__ = ["jsonable", "load_report", "write_loop_report", "write_report"]
 
@@ -82,18 +83,19 @@ def _markdown(report: dict[str, Any]) -> str:
     if refined:
         lines += [
             "",
-            "Refinement: fits down to the noise (goodness of fit), restarted from the "
-            "rotated and mirrored frames, converged, median iterations:",
+            "Refinement, samples per status (poor fit: above the noise; else why the solver "
+            "stopped), restarted from the rotated and mirrored frames, median iterations:",
             "",
-            "| estimator | good fit | restarted | converged | median iterations |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            "| estimator | converged | stalled | iter. limit | poor fit | restarted | iter. |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
-        lines += [
-            f"| {k} | {100 * s['good_fit_fraction']:.1f} % | "
-            f"{100 * s['restarted_fraction']:.1f} % | {100 * s['converged_fraction']:.1f} % | "
-            f"{s['median_iterations']:.0f} |"
-            for k, s in refined.items()
-        ]
+        for k, s in refined.items():
+            counts = s.get("fit_status_counts", {})
+            cells = " | ".join(str(counts.get(name, "-")) for name in STATUSES)
+            lines.append(
+                f"| {k} | {cells} | {100 * s['restarted_fraction']:.1f} % | "
+                f"{s['median_iterations']:.0f} |"
+            )
     names = list(report["estimators"])
     crb = report.get("crb")
     crb_bins = [b["median_crb_nm"] for b in crb["bins"]] if crb else None

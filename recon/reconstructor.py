@@ -1,17 +1,17 @@
-"""Lab inference: OPD maps [nm] and Noll Zernike coefficients from real or simulated frames.
+"""What a lab script calls: OPD maps [nm] and Noll coefficients from real or simulated frames.
 
 From a lab script (plain torch, no Lightning)::
 
-    from recon.estimators import Reconstructor
+    from recon.reconstructor import Reconstructor
     rec = Reconstructor.from_checkpoint("runs/gru-.../checkpoints/best.ckpt")
     result = rec(frames)                 # frames (L, H, W) or (B, L, H, W), clear-pupil normalised
     result.opd_nm, result.coefficients_nm, result.modes
 
 Hybrid (the network's estimate refined by fitting the frames with the ZWFS engine of the
-checkpoint's system, `recon.estimators.refine`)::
+checkpoint's system, `recon.refine`)::
 
     rec = Reconstructor.from_checkpoint(run, refine="modal")
-    result = rec(frames); result.refine_report.converged
+    result = rec(frames); result.refine_report.counts()
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from data.predictions import PredictionArrays, write_prediction_file
 from recon.estimators.network import NetworkEstimator
-from recon.estimators.refine import RefinedEstimator, RefineReport
+from recon.refine.estimator import RefinedEstimator
+from recon.refine.report import RefineReport
 from sim.config import SimConfig
 from sim.zernike import zernike_basis, zernike_coefficients
 
@@ -55,7 +56,7 @@ class Reconstructor:
         refine: None, or "modal" / "zonal": refine the network's estimate with the engine
             (`RefinedEstimator`) of `sim_config`, by default the checkpoint's system.
         sim_config: the system the frames come from (its detector sets the noise weights).
-        system: a calibrated dot and pupil (`recon.estimators.calibrate`) for the
+        system: a calibrated dot and pupil (`recon.refine.calibrate`) for the
             refinement; None: the nominal system.
     """
 
@@ -116,44 +117,8 @@ class Reconstructor:
 
 
 def write_prediction(pred: Prediction, out: str | os.PathLike, source: str) -> Path:
-    """Write OPD maps and coefficients with units: FITS (.fits) or HDF5 (.h5); atomic rename."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix.lower() in (".fits", ".fit", ".fts"):
-        _write_fits(pred, tmp, source)
-    elif out.suffix.lower() in (".h5", ".hdf5"):
-        _write_h5(pred, tmp, source)
-    else:
-        raise ValueError(f"output {out} must end in .fits or .h5")
-    os.replace(tmp, out)
-    return out
-
-
-def _write_fits(pred: Prediction, path: Path, source: str) -> None:
-    from astropy.io import fits
-
-    primary = fits.PrimaryHDU(pred.opd_nm)
-    primary.header["BUNIT"] = ("nm", "optical path difference, piston removed")
-    primary.header["SOURCE"] = (source[-68:], "frames the OPD was reconstructed from")
-    for i, w in enumerate(pred.wavelengths_m):
-        primary.header[f"WAVE{i}"] = (float(w), "[m] wavelength of input channel")
-    coeffs = fits.ImageHDU(pred.coefficients_nm, name="COEFFS")
-    coeffs.header["BUNIT"] = ("nm", "RMS per Noll Zernike mode")
-    coeffs.header["NOLL0"] = (int(pred.modes[0]), "Noll index of the first column")
-    modes = fits.ImageHDU(pred.modes, name="MODES")
-    pupil = fits.ImageHDU(pred.pupil, name="PUPIL")
-    fits.HDUList([primary, coeffs, modes, pupil]).writeto(path, overwrite=True)
-
-
-def _write_h5(pred: Prediction, path: Path, source: str) -> None:
-    with h5py.File(path, "w") as f:
-        f.attrs["source"] = source
-        for name, data, units in (
-            ("opd", pred.opd_nm, "nm"),
-            ("coefficients", pred.coefficients_nm, "nm"),
-            ("mode", pred.modes, "Noll index"),
-            ("wavelength", pred.wavelengths_m, "m"),
-            ("pupil", pred.pupil, "1"),
-        ):
-            f.create_dataset(name, data=data).attrs["units"] = units
+    """Write a prediction's OPD maps and coefficients with units (`data.predictions`)."""
+    arrays = PredictionArrays(
+        pred.opd_nm, pred.coefficients_nm, pred.modes, pred.wavelengths_m, pred.pupil
+    )
+    return write_prediction_file(out, source, arrays)

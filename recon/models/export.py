@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from recon.models import load_checkpoint
+from recon.models.checkpoint import load_checkpoint
 
 __all__ = ["FORMATS", "batch1_latency_ms", "export_model", "load_aoti", "max_export_error"]
 

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from common.hardware import float32_matmul, hardware_plan
-from recon.estimators.forward import FrameModel
-from recon.estimators.refine import refine_modal
+from recon.refine.forward import FrameModel
+from recon.refine.modal import refine_modal
 from sim.config import load_sim_config
 from sim.zernike import zernike_basis
 

@@ -1,0 +1,53 @@
+"""The Cramer-Rao bound of the modal coefficients and the OPD RMS it implies, per sample.
+
+For frames with photon noise (n counts per normalised unit per pixel) and read noise
+r [e-], pixel p of channel l has the shifted-Poisson variance of `NoiseModel.variance`,
+(n I_lp + r^2) / n^2. The Fisher information of the Noll 2..J coefficients c [nm RMS]
+is then
+
+    F = sum_lp (dI_lp/dc) (dI_lp/dc)^T / variance_lp
+
+with the engine's Jacobian at the true OPD (`FrameModel.modal_jacobian`): the
+information of the very likelihood the fits maximise. Any unbiased estimator has
+Cov(c_hat) >= F^-1, so its mean squared OPD error over the pupil (piston removed) is at
+least trace(G F^-1), G the Gram matrix of the piston-free modes over the pupil pixels
+divided by their number; ``crb_rms_nm`` is its square root [nm].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recon.refine.forward import FrameModel
+from recon.refine.noise import NoiseModel
+
+__all__ = ["crb_rms_nm"]
+
+
+def crb_rms_nm(
+    model: FrameModel, opd_nm: np.ndarray, basis: torch.Tensor, noise: NoiseModel
+) -> np.ndarray:
+    """CRB of the OPD RMS [nm] (B,) at true OPD maps (B, N, N) [nm] for modes `basis` (J, N, N).
+
+    `model` should be float64 (the Fisher matrix of bright, well-sampled frames is
+    ill-conditioned in float32). NaN where the Fisher matrix is singular.
+    """
+    if not noise.noisy:
+        raise ValueError("the Cramer-Rao bound needs a photon level (detector.photons)")
+    opd = model.tensor(opd_nm)
+    lin = model.linearise(opd)
+    inv_var = noise.variance(lin.intensity).reciprocal()  # (B, L, N, N)
+    jac = model.modal_jacobian(lin, basis.to(model.dtype)).flatten(2)  # (B, J, P)
+    fisher = (jac * inv_var.flatten(1)[:, None]) @ jac.transpose(1, 2)  # (B, J, J)
+    mask = torch.as_tensor(model.mask, device=model.device)
+    zm = basis.to(torch.float64)[:, mask]
+    zm = zm - zm.mean(dim=1, keepdim=True)  # piston-free modes over the pupil
+    gram = zm @ zm.T / zm.shape[1]  # (J, J)
+    fisher = fisher.to(torch.float64)
+    try:
+        cov = torch.linalg.inv(fisher)
+    except RuntimeError:  # a singular batch: fall back sample by sample
+        cov = torch.stack([torch.linalg.pinv(f) for f in fisher])
+    msq = torch.einsum("ij,bji->b", gram, cov)
+    return torch.where(msq > 0, msq, torch.nan).sqrt().cpu().numpy()

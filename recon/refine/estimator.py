@@ -1,0 +1,202 @@
+"""Hybrid reconstruction: any estimate refined by fitting the frames with the engine.
+
+    est = RefinedEstimator(NetworkEstimator.from_checkpoint(run), cfg, mode="modal")
+    opd_nm = est.estimate(frames)          # (B, H, W) nm, piston removed
+    est.last_report.status, .misfit, .iterations, .counts()
+
+The base estimator gives the basin, the fit (`refine_modal`, then `refine_zonal` in
+zonal mode) the precision. A fit whose deviance is too high for the noise (`good_fit`)
+is refitted from the base's estimates of the turned and mirrored frames
+(`recon.refine.symmetry`); the lowest misfit wins. Deterministic: no random numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from common.hardware import hardware_plan
+from data.schema import pupil_mask
+from recon.estimators.base import Estimator, as_frames, remove_piston
+from recon.refine.forward import FrameModel
+from recon.refine.modal import MODAL_MAX_ITER, refine_modal
+from recon.refine.report import RefineReport
+from recon.refine.symmetry import SYMMETRIES, transform, untransform
+from recon.refine.zonal import ZONAL_MAX_ITER, refine_zonal
+from sim.config import SimConfig
+from sim.pupil import circular_pupil
+from sim.zernike import zernike_basis
+
+__all__ = ["RefinedEstimator", "ZeroEstimator"]
+
+
+class ZeroEstimator:
+    """The flat start: OPD = 0 for every frame (the refinement's own capture range)."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.name = "zero start"
+        self.wavelengths_m = list(cfg.wavelengths_m)
+        self.npix = cfg.pupil.npix
+        self.mask = pupil_mask(circular_pupil(cfg.pupil.npix, cfg.pupil.diameter_m))
+
+    def estimate(
+        self, intensities: np.ndarray | torch.Tensor, wavelengths_m: Sequence[float] | None = None
+    ) -> np.ndarray:
+        """Zeros (B, H, W) [nm] for frames (B, L, H, W) or (L, H, W)."""
+        x = as_frames(intensities, self.wavelengths_m, self.npix, wavelengths_m)
+        return np.zeros((x.shape[0], self.npix, self.npix), dtype=np.float32)
+
+
+class RefinedEstimator:
+    """`base`'s estimate refined by fitting the frames with the engine (an `Estimator`).
+
+    Args:
+        base: any `Estimator` (network, analytic, `ZeroEstimator`): the start.
+        cfg: the system the frames come from (a dataset's ``config``): engine, modes
+            (Noll 2..J of ``aberration``), and the noise weights (``detector``).
+        mode: ``"modal"`` (Levenberg-Marquardt) or ``"zonal"`` (the modal fit, then the
+            pixels by Gauss-Newton-CG: for aberrations outside the modes).
+        noll_max: highest Noll mode of the modal fit (default: the config's).
+        weighted: weight by the config's photon level when it has one.
+        device, max_iter, smoothness: solver settings (`refine_modal`, `refine_zonal`).
+        batch_size: samples per fit. dtype: the engine's fields and Jacobians; None: the
+            device's `HardwarePlan.refine_dtype` (float32: twice as fast on a CPU, far more
+            on a consumer GPU; the solve stays float64, see `refine_modal`).
+        system: a calibrated system (`sim.system.SYSTEM_FIELDS`, e.g. `recon calibrate`'s):
+            dot diameter and depth, pupil shift and scale; None: nominal.
+        restarts: at most this many more starts for a sample whose fit is poor
+            (`good_fit`): the base's estimates of the frames rotated and mirrored (the
+            pupil and dot are symmetric under the 8 rotations and mirrors of the square
+            grid, so each gives another start for the same OPD); the lowest misfit wins.
+            0: a single start.
+    """
+
+    def __init__(
+        self,
+        base: Estimator,
+        cfg: SimConfig,
+        mode: str = "modal",
+        noll_max: int | None = None,
+        weighted: bool = True,
+        device: str | torch.device = "cpu",
+        max_iter: int | None = None,
+        smoothness: float = 1e-4,
+        batch_size: int = 32,
+        dtype: torch.dtype | None = None,
+        system: Sequence[float] | np.ndarray | None = None,
+        restarts: int = 7,
+    ) -> None:
+        if mode not in ("modal", "zonal"):
+            raise ValueError(f"refine mode must be 'modal' or 'zonal', got {mode!r}")
+        if base.npix != cfg.pupil.npix:
+            raise ValueError(f"{base.name} works at {base.npix} px, the system at {cfg.pupil.npix}")
+        self.base, self.cfg, self.mode = base, cfg, mode
+        plan = hardware_plan(device)
+        self.matmul_precision = plan.refine_matmul
+        self.model = FrameModel(cfg, device, dtype or plan.refine_torch_dtype, system)
+        self.noise = self.model.noise() if weighted else None
+        self._judge = self.model.noise()  # good_fit: the frames' own noise, weighted or not
+        j_max = cfg.aberration.noll_max if noll_max is None else int(noll_max)
+        self.modes = list(range(2, j_max + 1))
+        basis = torch.as_tensor(zernike_basis(self.modes, cfg.pupil.npix), device=self.model.device)
+        self.basis = basis.to(self.model.dtype)
+        mask = torch.as_tensor(self.model.mask, device=self.model.device)
+        self.projector = torch.linalg.pinv(basis[:, mask])  # (P, J) float64 least squares
+        self._mask_t = mask
+        default_iter = MODAL_MAX_ITER if mode == "modal" else ZONAL_MAX_ITER
+        self.max_iter = max_iter if max_iter is not None else default_iter
+        self.smoothness = smoothness
+        self.batch_size = batch_size
+        self.restarts = min(max(int(restarts), 0), len(SYMMETRIES) - 1)
+        self.name = f"{base.name} + refine" + ("" if mode == "modal" else " (zonal)")
+        self.wavelengths_m = list(cfg.wavelengths_m)
+        self.npix = cfg.pupil.npix
+        self.mask = self.model.mask
+        self.last_report: RefineReport | None = None
+
+    def estimate(
+        self, intensities: np.ndarray | torch.Tensor, wavelengths_m: Sequence[float] | None = None
+    ) -> np.ndarray:
+        """OPD (B, H, W) [nm] float32, piston removed; `last_report` holds the fit's outcome."""
+        x = as_frames(intensities, self.wavelengths_m, self.npix, wavelengths_m)
+        start = self._start(x, SYMMETRIES[0])
+        opd, rep = self._refine_batches(x, start, "modal")
+        tried = [start]  # (B, N, N) each; NaN: not tried for that sample
+        for symmetry in SYMMETRIES[1 : 1 + self.restarts]:
+            poor = np.nonzero(~rep.good_fit)[0]
+            if poor.size == 0:
+                break
+            alt = self._start(x[poor], symmetry)
+            new = np.ones(poor.size, dtype=bool)  # an equivariant base gives nothing new
+            for earlier in tried:
+                d = np.sqrt(np.mean((alt - earlier[poor])[:, self.mask] ** 2, axis=1))
+                new &= ~(d <= 1.0)  # within 1 nm RMS of a start already fitted (NaN: not)
+            full = np.full_like(start, np.nan)
+            full[poor] = alt
+            tried.append(full)
+            poor, alt = poor[new], alt[new]
+            if poor.size == 0:
+                continue
+            opd_alt, rep_alt = self._refine_batches(x[poor], alt, "modal")
+            rep.starts[poor] += 1
+            rep.iterations[poor] += rep_alt.iterations
+            better = rep_alt.misfit < rep.misfit[poor]
+            opd[poor[better]] = opd_alt[better]
+            for key in ("misfit", "solver_status", "good_fit"):
+                getattr(rep, key)[poor[better]] = getattr(rep_alt, key)[better]
+        if self.mode == "zonal":  # the pixels polish the modal fit (a local method)
+            opd, rep_z = self._refine_batches(x, opd, "zonal")
+            rep.iterations += rep_z.iterations
+            rep.misfit, rep.solver_status = rep_z.misfit, rep_z.solver_status
+            rep.good_fit = rep_z.good_fit
+        self.last_report = rep
+        return np.where(self.model.lit, remove_piston(opd, self.mask), 0.0).astype(np.float32)
+
+    def _start(self, frames: np.ndarray, symmetry: tuple[int, bool]) -> np.ndarray:
+        """The base's estimate (B, N, N) [nm] of frames seen rotated by k x 90 degrees (and
+        transposed), mapped back: the same OPD for a symmetric system."""
+        turned = np.ascontiguousarray(transform(frames, *symmetry))
+        start = self.base.estimate(turned, wavelengths_m=self.wavelengths_m)
+        if start.shape != (frames.shape[0], self.npix, self.npix):
+            raise ValueError(
+                f"{self.base.name} returned {start.shape}, not {frames.shape[:1]} maps"
+            )
+        return np.ascontiguousarray(untransform(start, *symmetry))
+
+    def _refine_batches(
+        self, frames: np.ndarray, start: np.ndarray, mode: str
+    ) -> tuple[np.ndarray, RefineReport]:
+        """`refine` over batches of `batch_size`: OPD (B, N, N) [nm] and the joined report."""
+        outs, reports = [], []
+        for a in range(0, frames.shape[0], self.batch_size):
+            sl = slice(a, a + self.batch_size)
+            opd, rep = self.refine(frames[sl], start[sl], mode)
+            outs.append(opd)
+            reports.append(rep)
+        return np.concatenate(outs), RefineReport.join(reports)
+
+    @torch.no_grad()
+    def refine(
+        self, frames: np.ndarray, start_nm: np.ndarray, mode: str | None = None
+    ) -> tuple[np.ndarray, RefineReport]:
+        """One fit of starts (B, N, N) [nm] to frames (B, L, N, N) in the engine's order
+        (``mode``: the estimator's by default; no restarts, no modal stage)."""
+        mode = mode or self.mode
+        y = self.model.tensor(frames)
+        s = torch.as_tensor(start_nm, dtype=torch.float64, device=self.model.device)
+        if mode == "modal":
+            c0 = s[:, self._mask_t] @ self.projector  # (B, P) -> (B, J)
+            max_iter = self.max_iter if self.mode == "modal" else MODAL_MAX_ITER
+            c, rep = refine_modal(
+                self.model, y, c0, self.basis, self.noise, max_iter, judge=self._judge,
+                matmul_precision=self.matmul_precision,
+            )  # fmt: skip
+            opd = torch.einsum("bj,jhw->bhw", c, self.basis.to(torch.float64))
+        else:
+            opd, rep = refine_zonal(
+                self.model, y, s, self.noise, self.smoothness, max_iter=self.max_iter,
+                judge=self._judge, matmul_precision=self.matmul_precision,
+            )  # fmt: skip
+        return opd.cpu().numpy(), rep

@@ -1,0 +1,145 @@
+"""Zonal refinement: the OPD on every lit pupil pixel, with a smoothness prior.
+
+Minimises 0.5 deviance + 0.5 alpha S(opd - opd0), S the sum of squared differences of
+lit neighbours [nm^2] of the departure from the start (a prior on the OPD itself would
+pull a 300 nm aberration tens of nm towards flat), alpha = `smoothness` x the mean
+diagonal of J^T W J (so the prior's weight does not depend on the photon level). Each
+Gauss-Newton step solves (J^T W J + alpha L + mu I) d = -grad by batched conjugate
+gradients (J v and J^T u, never J), mu the solver's damping times that diagonal.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from common.hardware import float32_matmul
+from recon.refine.forward import FrameModel, Linearisation
+from recon.refine.noise import NoiseModel, summed_deviance
+from recon.refine.report import RefineReport, fit_report
+from recon.refine.solver import Damping, levenberg_marquardt
+
+__all__ = ["ZONAL_MAX_ITER", "refine_zonal"]
+
+ZONAL_MAX_ITER = 15
+"""Gauss-Newton steps at most per zonal fit."""
+
+
+def _smoothness(x: torch.Tensor, lit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of squared neighbour differences over lit pairs (B,) and its gradient (B, N, N)."""
+    gx = (x[:, :, 1:] - x[:, :, :-1]) * (lit[:, 1:] & lit[:, :-1])
+    gy = (x[:, 1:] - x[:, :-1]) * (lit[1:] & lit[:-1])
+    value = gx.square().flatten(1).sum(1) + gy.square().flatten(1).sum(1)
+    grad = torch.zeros_like(x)
+    grad[:, :, 1:] += 2 * gx
+    grad[:, :, :-1] -= 2 * gx
+    grad[:, 1:] += 2 * gy
+    grad[:, :-1] -= 2 * gy
+    return value, grad
+
+
+def _batch_dot(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return (a * c).flatten(1).sum(1)
+
+
+class _ZonalProblem:
+    """The `recon.refine.solver.Problem` of OPD maps (B, N, N) [nm] on the lit pupil."""
+
+    def __init__(
+        self,
+        model: FrameModel,
+        frames: torch.Tensor,
+        opd0: torch.Tensor,
+        noise: NoiseModel,
+        smoothness: float,
+        cg_iter: int,
+    ) -> None:
+        self.model, self.frames, self.noise, self.cg_iter = model, frames, noise, cg_iter
+        self.y_fit = noise.clamped_frames(frames)  # the residual that is the deviance's gradient
+        self.lit = torch.as_tensor(model.lit, device=model.device)
+        self.litf = self.lit.to(model.dtype)
+        self.ref = opd0  # the prior's mean: the start
+        # the scale of diag(J^T W J): its local part, sum_l (2 k_l E . (i e))^2 w^2, lit mean
+        lin = model.linearise(opd0)
+        w = noise.weights(lin.intensity)
+        e_in, e_out = lin.e_in, lin.e_out
+        rot_dot = -e_out[:, :, 0] * e_in[:, :, 1] + e_out[:, :, 1] * e_in[:, :, 0]
+        local = (2 * model.k * rot_dot * w).square().sum(1) * self.litf
+        self.scale = float(local.sum() / (self.litf.sum() * opd0.shape[0]))
+        self.alpha = smoothness * self.scale
+
+    def evaluate(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        lin = self.model.linearise(x)
+        s, _ = _smoothness(x - self.ref[idx], self.lit)
+        dev = summed_deviance(self.noise, lin.intensity, self.frames[idx])
+        return 0.5 * dev + 0.5 * self.alpha * s.to(dev.dtype), (lin.e_in, lin.e_out, lin.intensity)
+
+    def gauss_newton(self, x: torch.Tensor, state: tuple, idx: torch.Tensor) -> tuple:
+        lin = Linearisation(*state)
+        w = self.noise.weights(lin.intensity)  # Fisher scoring: the weights at the model
+        r = (lin.intensity - self.y_fit[idx]) * w
+        _, s_grad = _smoothness(x - self.ref[idx], self.lit)
+        grad = (self.model.vjp(lin, r * w) + 0.5 * self.alpha * s_grad) * self.litf
+        return lin, w, grad
+
+    def step(self, system: tuple, damping: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
+        lin, w, grad = system
+        lin, w, grad = lin[sub], w[sub], grad[sub]
+        mu = (damping * self.scale).to(grad.dtype)[:, None, None]
+        model, lit, litf = self.model, self.lit, self.litf
+
+        def hess(v: torch.Tensor) -> torch.Tensor:
+            jv = model.jvp(lin, v[:, None])[:, 0] * w
+            _, sv = _smoothness(v, lit)
+            return (model.vjp(lin, jv * w) + 0.5 * self.alpha * sv + mu * v) * litf
+
+        d = torch.zeros_like(grad)  # CG on H d = -grad
+        res = -grad
+        p = res.clone()
+        rr = _batch_dot(res, res)
+        for _ in range(self.cg_iter):
+            hp = hess(p)
+            alpha = rr / _batch_dot(p, hp).clamp(min=1e-300)
+            d = d + alpha[:, None, None] * p
+            res = res - alpha[:, None, None] * hp
+            rr_new = _batch_dot(res, res)
+            p = res + (rr_new / rr.clamp(min=1e-300))[:, None, None] * p
+            rr = rr_new
+        return d
+
+    def step_size(self, step: torch.Tensor) -> torch.Tensor:
+        return ((step.square() * self.litf).flatten(1).sum(1) / self.litf.sum()).sqrt()
+
+
+def refine_zonal(
+    model: FrameModel,
+    frames: torch.Tensor,
+    opd0_nm: torch.Tensor,
+    noise: NoiseModel | None = None,
+    smoothness: float = 1e-4,
+    max_iter: int = ZONAL_MAX_ITER,
+    cg_iter: int = 25,
+    step_tol_nm: float = 1e-3,
+    judge: NoiseModel | None = None,
+    matmul_precision: str = "highest",
+) -> tuple[torch.Tensor, RefineReport]:
+    """Gauss-Newton-CG over the OPD on the lit pupil pixels (module docstring), from
+    `opd0_nm` (B, N, N) [nm] (`RefinedEstimator` starts it from the modal fit).
+
+    Converged when an accepted step's RMS over the lit pixels is below `step_tol_nm`
+    (or no damping lowers the objective); no stall rule. ``judge``, ``matmul_precision``:
+    as `refine_modal`.
+
+    Returns:
+        OPD (B, N, N) [nm] (0 outside the lit pupil) and the `RefineReport`.
+    """
+    frames = frames.to(model.dtype)
+    noise = noise if noise is not None else NoiseModel(None)
+    settings = Damping(max_iter, step_tol_nm, stall_tol=0.0)
+    with float32_matmul(matmul_precision):
+        litf = torch.as_tensor(model.lit, device=model.device).to(model.dtype)
+        x0 = opd0_nm.to(model.dtype) * litf
+        problem = _ZonalProblem(model, frames, x0, noise, smoothness, cg_iter)
+        sol = levenberg_marquardt(problem, x0, settings)
+        intensity = sol.state[2]
+        deviance = summed_deviance(noise, intensity, frames)
+    return sol.x, fit_report(sol, deviance, intensity, frames, judge or noise)
