@@ -1,6 +1,6 @@
 """Config files: packaged YAML defaults, dotted overrides, one-line validation errors.
 
-Every config of the project is a frozen pydantic model (STYLE item 10). A wrong value
+Every config of the project is a frozen pydantic model. A wrong value
 raises `ConfigError` with one line that names the field and what is allowed.
 """
 

@@ -2,8 +2,8 @@
 
 Library code raises a `KnownError` subclass in its own words. Parameter names in a
 message are written in braces, ``"{n} must be positive"``: a library user reads
-``n must be positive``, the command line shows ``--n must be positive`` (STYLE item 19:
-only the CLI layer speaks flags).
+``n must be positive``, the command line shows ``--n must be positive`` (only the CLI
+layer speaks flags).
 """
 
 from __future__ import annotations

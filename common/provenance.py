@@ -1,4 +1,4 @@
-"""Where an output came from: package versions and UTC times (STYLE item 5)."""
+"""Where an output came from: package versions and UTC times."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 
     python3 scripts/bench_startup.py [--repeats 5] [--out bench/startup.json]
 
-Targets (issue 10): the two --help under 0.5 s, `sim generate --config quick --n 1`
+Targets: the two --help under 0.5 s, `sim generate --config quick --n 1`
 under 2.5 s on the 2-core machine.
 """
 

@@ -14,7 +14,7 @@ from sim.zwfs import ZWFSModel
 
 __all__ = ["CheckRow", "converged_config", "rows_as_dicts", "run_check"]
 
-TOLERANCE = 1e-5  # of the peak intensity: the bar for equal sampling
+TOLERANCE = 1e-5  # of the peak intensity, at equal sampling (docs/simulation.md)
 
 
 @dataclass

@@ -84,7 +84,7 @@ def bench(
     With --generate: `sim generate` end to end (default n 8000) against the floor of
     writing the same arrays with h5py alone, and the projected POPPY time.
     """
-    from sim.bench import run_bench
+    from sim.engine_bench import run_bench
 
     cfg = load_sim_config(config)
     if generate:
@@ -114,7 +114,7 @@ def bench(
 
 
 def _bench_generate(cfg, n: int, batch: int, device: str, out: Path | None) -> None:
-    from sim.bench import run_generate_bench
+    from sim.engine_bench import run_generate_bench
     from sim.generate import resolve_device
 
     with console.status(f"generating {n} samples, then writing them with h5py alone..."):

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from data.readers import open_dataset, virtual_source_files
+from data.schema import pupil_mask
 
 __all__ = ["pick_examples", "show_dataset"]
 
@@ -49,7 +50,7 @@ def show_dataset(
     with open_dataset(path) as ds:
         rms = np.asarray(ds["rms"].values, dtype=np.float64)
         wl_um = [float(w) * 1e6 for w in ds["wavelength"].values]
-        pupil = np.asarray(ds["pupil"].values) >= 0.5
+        pupil = pupil_mask(np.asarray(ds["pupil"].values))
         picks = pick_examples(rms, n_examples)
         opd = np.asarray(ds["opd"].values[picks]) if picks else np.empty((0,))
         inten = np.asarray(ds["intensity"].values[picks]) if picks else np.empty((0,))

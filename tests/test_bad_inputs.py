@@ -1,4 +1,4 @@
-"""Every failure is one clean line (issue 13): a sweep of bad inputs over every command.
+"""Every failure is one clean line: a sweep of bad inputs over every command.
 
 Each case runs a `sim` or `recon` command in-process and asserts exit status 2, exactly
 one non-empty line on stderr that starts with ``error:``, no traceback, and that every

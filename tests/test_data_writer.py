@@ -267,7 +267,7 @@ def test_size_estimate_and_free_space_check(tmp_path: Path) -> None:
     path = make_dataset(tmp_path / "train.h5", n_samples=200)
     est = estimate_size_bytes(200, len(WAVELENGTHS_M), NPIX, len(MODES))
     assert path.stat().st_size <= est <= path.stat().st_size + 400_000
-    # DESIGN.md: 8000 x 4 x 128 x 128 float32 intensities are 2.1 GB; the OPD maps add 1/4
+    # 8000 x 4 x 128 x 128 float32 intensities are 2.1 GB; the OPD maps add 1/4
     assert estimate_size_bytes(8000, 4, 128, 35) == pytest.approx(2.097e9 * 1.25, rel=0.01)
     with pytest.raises(DiskSpaceError, match=r"needs 1000000000.00 GB, [\d.]+ GB free") as err:
         check_free_space(tmp_path / "big.h5", 10**18)

@@ -4,6 +4,7 @@ dataset refusals, resume-equals-uninterrupted, and DDP on the CPU (slow)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -323,10 +324,13 @@ def test_budget_stops_training_and_the_lr_follows_it(tiny: Path, tmp_path: Path)
 def test_compile_on_the_cpu_trains_and_keeps_the_checkpoint_layout(
     tiny: Path, tmp_path: Path
 ) -> None:
-    """`compile: true` runs through `torch.compile` (or its eager fallback where compiling
-    fails) and writes the same state_dict keys as an eager run."""
+    """`compile: true` runs through `torch.compile` (compiled graphs, not the eager
+    fallback: hardware.json says which ran) and writes the same state_dict keys as an
+    eager run."""
     eager = train(_tiny_config(tiny, out_dir=str(tmp_path / "eager"), compile=False), **QUIET)
     comp = train(_tiny_config(tiny, out_dir=str(tmp_path / "comp"), compile=True), **QUIET)
+    status = json.loads((comp / "hardware.json").read_text())["compile_status"]
+    assert status["compiled"] and status["graphs"] >= 1 and status["fallback"] is None, status
     a, b = _last(eager)["state_dict"], _last(comp)["state_dict"]
     assert a.keys() == b.keys()
     # same data and seed: the same validation loss up to kernel rounding (not the same

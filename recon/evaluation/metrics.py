@@ -1,11 +1,11 @@
-"""Metrics of DESIGN "Metrics": one piece of code for every reconstructor.
+"""The metrics (docs/evaluation.md): one piece of code for every reconstructor.
 
 - `residual_rms_nm`: RMS [nm] of estimate - truth over the pupil, piston removed.
 - `pearson`: Pearson correlation of truth and estimate over the pupil, per sample.
 - `capture_range`: single-shot capture range from 25 nm bins of true RMS.
 - `closed_loop_capture_range`: the same bins, judged on the final closed-loop residual.
 
-Capture range, as DESIGN defines it: bin the samples by true RMS in 25 nm bins
+Capture range: bin the samples by true RMS in 25 nm bins
 ([0, 25), [25, 50), ...). A bin passes when its median residual RMS is at most
 max(0.2 x the bin centre, 10 nm); the true RMS used in the criterion is the bin
 *centre* (not the median true RMS of the bin's samples, so that the criterion of a
@@ -236,7 +236,7 @@ def capture_range(
     fraction: float = 0.2,
     floor_nm: float = 10.0,
 ) -> CaptureRange:
-    """Single-shot capture range (DESIGN "Metrics"); see the module docstring.
+    """Single-shot capture range; see the module docstring.
 
     Args:
         true_rms: (n,) true OPD RMS [nm] of each sample.

@@ -7,7 +7,7 @@ as is). Pixels where the mask is 0 do not change any loss here.
 NPCC (negative Pearson correlation coefficient) is the loss of PhENN (Sinha et al.,
 Optica 4, 1117, 2017) and of Kang et al.'s recurrent phase-retrieval networks; it is
 blind to scale and offset, so the OPD loss adds a pixel loss that keeps the output in
-nm (DESIGN.md, "Losses"). Piston is unobservable for a ZWFS, hence removed first.
+nm. Piston is unobservable for a ZWFS, hence removed first.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ class OPDLoss(nn.Module):
     """OPD loss = w_npcc * NPCC + w_pix * (masked MSE or L1), piston removed from both maps.
 
     NPCC shapes the map, the pixel term fixes its scale in nm (NPCC alone is blind to
-    scale; DESIGN.md). Both are computed after `remove_piston` on prediction and target,
+    scale). Both are computed after `remove_piston` on prediction and target,
     so a constant offset of either map does not change the loss.
 
     Args:

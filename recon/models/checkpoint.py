@@ -4,7 +4,7 @@
     model, meta = load_checkpoint("runs/gru-20250101-120000")   # run folder or .ckpt
     meta["wavelengths_m"], meta["npix"]                         # what the frames must be
 
-A checkpoint is self-describing (STYLE item 13): its key ``"zwfs"`` holds the format
+A checkpoint is self-describing: its key ``"zwfs"`` holds the format
 name and version, the model name and arguments, wavelengths [m], pupil sampling [px]
 and pupil, normalisation statistics, the training config and the data's sim config.
 Training writes that key (`recon.train.run.checkpoint_meta`); every reader comes here.

@@ -1,7 +1,7 @@
 """Wavelength-recurrent reconstructor: shared encoder, ConvGRU along the wavelengths, decoder.
 
 Layout after Kang et al. (encoder filters 24-48-96-192, depthwise-separable ConvGRU,
-NPCC loss; see DESIGN.md) and the GRU network of Allan et al. (SPIE 2020):
+NPCC loss) and the GRU network of Allan et al. (SPIE 2020):
 
 1. one encoder (`recon.nn.UNetEncoder`, one input channel) is shared by all wavelengths
    and applied to each frame: the same features whatever the wavelength;
@@ -11,7 +11,7 @@ NPCC loss; see DESIGN.md) and the GRU network of Allan et al. (SPIE 2020):
 
 Why a GRU at every skip scale rather than only at the bottleneck: the multi-wavelength
 information that lifts the phase ambiguity of one ZWFS frame (beyond ~[-125, +375] nm at
-1 um, DESIGN.md) is local, pixel by pixel. With a bottleneck-only GRU the decoder's
+1 um) is local, pixel by pixel. With a bottleneck-only GRU the decoder's
 high-resolution skips would come from single frames and carry no cross-wavelength
 information; the fine scales would have to be inferred from the coarse state alone. A
 GRU per scale fuses the wavelengths at full resolution too, for a modest cost (the

@@ -3,7 +3,7 @@
 The loss is `recon.losses.OPDLoss` (pupil-masked NPCC + masked MSE/L1, piston removed)
 on OPD / opd_scale_nm, so that its pixel term is of order 1 whatever the data. Every
 checkpoint carries, under the key ``"zwfs"``, what `recon.models.load_checkpoint` needs
-to rebuild the model with plain torch (STYLE item 13). A network with deep supervision
+to rebuild the model with plain torch. A network with deep supervision
 (auxiliary maps in training) adds `recon.nn.deep_supervision_loss` on OPD / opd_scale_nm.
 """
 

@@ -101,7 +101,7 @@ def time_lightning_steps(
     Timed after `warmup` steps (default 3 when compiling: the graphs are built there).
     """
     from recon.train.module import LitRecon
-    from recon.train.run import hardware_kwargs
+    from recon.train.trainer import hardware_kwargs
 
     warmup = warmup if warmup is not None else (3 if plan.compile else 1)
     npix = batch[0].shape[-1]
