@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common.compiled import CompiledModule
+from common.compiled import CompiledModule, compile_status
 from common.errors import KnownError
 from common.hardware import HardwarePlan
 from recon.losses import MaskedMSELoss, OPDLoss, remove_piston
@@ -77,8 +77,6 @@ class LitRecon(pl.LightningModule):
     @property
     def compile_status(self) -> dict[str, Any]:
         """What the training steps ran: compiled graphs, or why they ran eagerly."""
-        from common.compiled import compile_status
-
         return compile_status(self._run)
 
     def _predict(self, intensity: Tensor) -> ModelOutput:
