@@ -23,14 +23,17 @@ from common.provenance import package_versions as common_package_versions
 from common.provenance import utc_now_iso
 
 __all__ = [
+    "ABERRATION_CLASSES",
     "COORDINATES",
     "FINGERPRINTED_ATTRS",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "OPTIONAL_VARIABLES",
     "PER_SAMPLE",
     "PUPIL_THRESHOLD",
     "REQUIRED_ATTRS",
     "STATIC",
+    "SYSTEM_FIELD_COUNT",
     "VARIABLES",
     "DatasetError",
     "DatasetExistsError",
@@ -41,6 +44,7 @@ __all__ = [
     "SchemaError",
     "VarSpec",
     "create_layout",
+    "fill_value",
     "fingerprint",
     "package_versions",
     "pixel_centres_m",
@@ -113,6 +117,32 @@ VARIABLES: dict[str, VarSpec] = {
 PER_SAMPLE: tuple[str, ...] = tuple(k for k, v in VARIABLES.items() if v.per_sample)
 STATIC: tuple[str, ...] = tuple(k for k, v in VARIABLES.items() if not v.per_sample)
 
+ABERRATION_CLASSES = ("modes", "screen", "mixture")
+"""Values 0, 1, 2 of `aberration_class`: Noll modes; a power-law phase screen; Noll modes
+plus a screen restricted to beyond them (the modal part is the file's coefficients)."""
+SYSTEM_FIELD_COUNT = 5
+"""Entries of a sample's `system`: dot diameter and depth scales, pupil shift x and y
+[px], pupil scale (the order of `sim.system.SYSTEM_FIELDS`)."""
+
+OPTIONAL_VARIABLES: dict[str, VarSpec] = {
+    "aberration_class": VarSpec(
+        ("sample",), "int8", "1", "aberration class: 0 Noll modes, 1 screen, 2 modes + screen"
+    ),
+    "system": VarSpec(
+        ("sample", "system_field"),
+        "float32",
+        "1",
+        "the sample's system: dot diameter and depth scales, pupil shift x, y [px], pupil scale",
+    ),
+    "clear": VarSpec(
+        ("sample", "wavelength", "y", "x"),
+        "float32",
+        "1",
+        "the sample's clear-pupil frame (its illumination and pupil), normalised intensity",
+    ),
+}
+"""Per-sample variables a file holds only when its simulation varies them (realism)."""
+
 REQUIRED_ATTRS: dict[str, type] = {"config": str, "engine": str, "seed": int, "split": str}
 """Root attributes the caller must give; the writer adds `versions` (when absent),
 `created`, `n_samples`, `n_complete`, `sample_offset`, `pixel_scale_m`, `fingerprint`,
@@ -161,6 +191,11 @@ def package_versions() -> dict[str, str]:
     return {**common_package_versions(), "hdf5": h5py.version.hdf5_version}
 
 
+def fill_value(dtype: np.dtype) -> Any:
+    """What an unwritten element reads as: NaN for floats, -1 for integers."""
+    return dtype.type(np.nan) if dtype.kind == "f" else dtype.type(-1)
+
+
 def pupil_mask(pupil: np.ndarray) -> np.ndarray:
     """Boolean (H, W): the pixels counted as inside the pupil (transmission >= 0.5)."""
     return np.asarray(pupil) >= PUPIL_THRESHOLD
@@ -186,6 +221,7 @@ def fingerprint(
     modes: Sequence[int],
     npix: int,
     pixel_scale_m: float,
+    optional: Sequence[str] = (),
 ) -> str:
     """SHA-256 (hex) of what decides the samples: config, seed, engine, split, the device
     type when given (`FINGERPRINTED_ATTRS`) and the layout.
@@ -206,6 +242,8 @@ def fingerprint(
         "npix": int(npix),
         "pixel_scale_m": float(pixel_scale_m),
     }
+    if optional:  # files without optional variables keep their fingerprints
+        payload["optional"] = sorted(optional)
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -267,11 +305,12 @@ def create_layout(
     pixel_scale_m: float,
     attrs: Mapping[str, Any],
     per_sample: bool = True,
+    optional: Sequence[str] = (),
 ) -> None:
     """Create the whole file (coordinates, allocated variables, attributes) and close it.
 
     `per_sample=False` leaves out the per-sample variables (the shard combiner adds
-    them as virtual datasets).
+    them as virtual datasets); `optional` names the `OPTIONAL_VARIABLES` the file holds.
     """
     sizes = {
         "sample": n_samples,
@@ -280,6 +319,8 @@ def create_layout(
         "y": npix,
         "x": npix,
     }
+    if "system" in optional:
+        sizes["system_field"] = SYSTEM_FIELD_COUNT
     yx = pixel_centres_m(npix, pixel_scale_m)
     coords = {
         "sample": np.arange(sample_offset, sample_offset + n_samples),
@@ -293,7 +334,12 @@ def create_layout(
         for name, spec in COORDINATES.items():
             var = f.create_variable(name, spec.dims, data=coords[name].astype(spec.dtype))
             var.attrs.update(units=spec.units, long_name=spec.long_name)
-        for name, spec in VARIABLES.items():
+        if "system_field" in sizes:
+            f.create_variable(
+                "system_field", ("system_field",), data=np.arange(SYSTEM_FIELD_COUNT)
+            ).attrs.update(units="1", long_name="index of the system entry")
+        chosen = {**VARIABLES, **{k: OPTIONAL_VARIABLES[k] for k in optional}}
+        for name, spec in chosen.items():
             if spec.per_sample and not per_sample:
                 continue
             shape = tuple(sizes[d] for d in spec.dims)
@@ -303,7 +349,7 @@ def create_layout(
                 spec.dims,
                 dtype=dtype,
                 chunks=_chunks(shape, dtype.itemsize) if spec.per_sample else None,
-                fillvalue=dtype.type(np.nan),
+                fillvalue=fill_value(dtype),
                 dcpl=_early_dcpl(),
             )
             var.attrs.update(units=spec.units, long_name=spec.long_name)

@@ -24,6 +24,7 @@ from data.lock import DatasetLock
 from data.readers import attr_value, check_dataset_file, open_h5
 from data.schema import (
     COORDINATES,
+    OPTIONAL_VARIABLES,
     PER_SAMPLE,
     REQUIRED_ATTRS,
     STATIC,
@@ -31,6 +32,7 @@ from data.schema import (
     DatasetError,
     DatasetExistsError,
     create_layout,
+    fill_value,
     fingerprint,
     root_attrs,
 )
@@ -58,15 +60,18 @@ def shard_path(path: str | os.PathLike, index: int, n_shards: int) -> Path:
 def _read_shard(path: Path) -> dict[str, Any]:
     with open_h5(path) as f:
         check_dataset_file(f, required=tuple(VARIABLES))
+        optional = tuple(k for k in OPTIONAL_VARIABLES if k in f)
+        per_sample = (*PER_SAMPLE, *optional)
         return {
             "path": path,
             "attrs": {k: attr_value(v) for k, v in f.attrs.items()},
             "coords": {k: f[k][:] for k in COORDINATES if k != "sample"},
             "static": {k: f[k][:] for k in STATIC},
-            "shapes": {k: f[k].shape for k in PER_SAMPLE},
+            "optional": optional,
+            "shapes": {k: f[k].shape for k in per_sample},
             "var_attrs": {
                 k: {a: v for a, v in f[k].attrs.items() if a not in _SKIPPED_VAR_ATTRS}
-                for k in PER_SAMPLE
+                for k in per_sample
             },
         }
 
@@ -85,6 +90,8 @@ def _check_consistent(shards: list[dict[str, Any]]) -> None:
         for key in REQUIRED_ATTRS:
             if s["attrs"].get(key) != first["attrs"].get(key):
                 raise DatasetError(f"shard {name} has a different {key} than {first['path']}")
+        if s["optional"] != first["optional"]:
+            raise DatasetError(f"shard {name} holds other variables than {first['path']}")
         for group in ("coords", "static"):
             for key, value in s[group].items():
                 if not np.array_equal(value, first[group][key]):
@@ -127,7 +134,10 @@ def _combine_locked(
         pixel_scale_m=float(a0["pixel_scale_m"]),
     )
     caller_attrs = {k: a0[k] for k in _COPIED_ROOT_ATTRS if k in a0}
-    fp = fingerprint(caller_attrs, n_samples=total, sample_offset=offset, **layout_kw)
+    optional = first["optional"]
+    fp = fingerprint(
+        caller_attrs, n_samples=total, sample_offset=offset, optional=optional, **layout_kw
+    )
     attrs = root_attrs(
         {**caller_attrs, "shards": json.dumps(rel)},
         n_samples=total,
@@ -139,13 +149,15 @@ def _combine_locked(
     part = out_path.with_name(out_path.name + ".part")
     part.unlink(missing_ok=True)
     create_layout(
-        part, n_samples=total, sample_offset=offset, attrs=attrs, per_sample=False, **layout_kw
-    )
+        part, n_samples=total, sample_offset=offset, attrs=attrs, per_sample=False,
+        optional=optional, **layout_kw,
+    )  # fmt: skip
     with h5py.File(part, "r+") as f:
         for name in STATIC:
             f[name][...] = first["static"][name]
-        for name in PER_SAMPLE:
-            spec = VARIABLES[name]
+        specs = {**VARIABLES, **OPTIONAL_VARIABLES}
+        for name in (*PER_SAMPLE, *optional):
+            spec = specs[name]
             shape = (total, *first["shapes"][name][1:])
             layout = h5py.VirtualLayout(shape=shape, dtype=spec.dtype)
             start = 0
@@ -155,7 +167,7 @@ def _combine_locked(
                     rel_path, name, shape=src_shape, dtype=spec.dtype
                 )
                 start += src_shape[0]
-            ds = f.create_virtual_dataset(name, layout, fillvalue=np.dtype(spec.dtype).type(np.nan))
+            ds = f.create_virtual_dataset(name, layout, fillvalue=fill_value(np.dtype(spec.dtype)))
             for axis, dim in enumerate(spec.dims):
                 ds.dims[axis].attach_scale(f[dim])
             for key, value in first["var_attrs"][name].items():

@@ -30,8 +30,10 @@ from common.provenance import utc_now_iso
 from data.lock import DatasetLock
 from data.schema import (
     FORMAT_NAME,
+    OPTIONAL_VARIABLES,
     PER_SAMPLE,
     STATIC,
+    SYSTEM_FIELD_COUNT,
     VARIABLES,
     DatasetError,
     DatasetExistsError,
@@ -39,6 +41,7 @@ from data.schema import (
     IncompleteDatasetError,
     OutputFolderError,
     ResumeError,
+    VarSpec,
     create_layout,
     fingerprint,
     root_attrs,
@@ -56,10 +59,19 @@ def part_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return path.with_name(path.name + ".part"), path.with_name(path.name + ".part.json")
 
 
-def estimate_size_bytes(n_samples: int, n_wavelengths: int, npix: int, n_modes: int) -> int:
-    """Upper estimate of the file size [bytes] (float32 data, coordinates, metadata)."""
+def estimate_size_bytes(
+    n_samples: int, n_wavelengths: int, npix: int, n_modes: int, optional: Sequence[str] = ()
+) -> int:
+    """Upper estimate of the file size [bytes] (float32 data, coordinates, metadata), with
+    the `optional` variables (a per-sample clear frame doubles the intensity's share)."""
     hw = npix * npix
+    extra = {
+        "aberration_class": 1,
+        "system": 4 * SYSTEM_FIELD_COUNT,
+        "clear": 4 * n_wavelengths * hw,
+    }
     per_sample = 4 * (n_wavelengths * hw + hw + n_modes + 1) + 8 + _OVERHEAD_PER_SAMPLE
+    per_sample += sum(extra[k] for k in optional)
     static = 4 * hw * (1 + 2 * n_wavelengths) + 8 * (n_wavelengths + 2 * npix) + 4 * n_modes
     return int(n_samples * per_sample + static + _OVERHEAD_BYTES)
 
@@ -133,6 +145,7 @@ class DatasetWriter:
         resume: bool = False,
         sample_offset: int = 0,
         durable: bool = True,
+        optional: Sequence[str] = (),
     ) -> None:
         self.path = Path(path).absolute()
         self.part_path, self.state_path = part_paths(self.path)
@@ -144,6 +157,10 @@ class DatasetWriter:
         self.overwrite = bool(overwrite)
         self.durable = bool(durable)
         self._check_args(pixel_scale_m)
+        unknown = sorted(set(optional) - set(OPTIONAL_VARIABLES))
+        if unknown:
+            raise ValueError(f"unknown optional variables {unknown}: {sorted(OPTIONAL_VARIABLES)}")
+        self.optional = tuple(optional)
         self._attrs = dict(attrs)
         self.fingerprint = fingerprint(
             attrs,
@@ -153,6 +170,7 @@ class DatasetWriter:
             modes=self.modes,
             npix=self.npix,
             pixel_scale_m=pixel_scale_m,
+            optional=self.optional,
         )
         attrs_out = root_attrs(
             attrs,
@@ -209,7 +227,7 @@ class DatasetWriter:
 
     def _needed_bytes(self) -> int:
         return estimate_size_bytes(
-            self.n_samples, self.wavelengths_m.size, self.npix, self.modes.size
+            self.n_samples, self.wavelengths_m.size, self.npix, self.modes.size, self.optional
         )
 
     def _create(self, attrs_out: dict[str, Any]) -> None:
@@ -226,6 +244,7 @@ class DatasetWriter:
                 npix=self.npix,
                 pixel_scale_m=attrs_out["pixel_scale_m"],
                 attrs=attrs_out,
+                optional=self.optional,
             )
         except PermissionError as err:
             raise OutputFolderError(f"cannot write {self.part_path}: {err.strerror}") from None
@@ -284,8 +303,9 @@ class DatasetWriter:
             "mode": self.modes.size,
             "y": self.npix,
             "x": self.npix,
+            "system_field": SYSTEM_FIELD_COUNT,
         }
-        for name, spec in VARIABLES.items():
+        for name, spec in self._variables().items():
             want = tuple(sizes[d] for d in spec.dims)
             if name not in self._f or self._f[name].shape != want:
                 self.close()
@@ -339,8 +359,12 @@ class DatasetWriter:
             raise DatasetError(f"the writer of {self.path} is closed")
         return self._f
 
+    def _variables(self) -> dict[str, VarSpec]:
+        """The variables this file holds: the schema's and its optional ones."""
+        return {**VARIABLES, **{k: OPTIONAL_VARIABLES[k] for k in self.optional}}
+
     def _array(self, name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
-        arr = np.ascontiguousarray(value, dtype=VARIABLES[name].dtype)
+        arr = np.ascontiguousarray(value, dtype=self._variables()[name].dtype)
         if arr.shape != shape:
             raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
         return arr
@@ -366,9 +390,16 @@ class DatasetWriter:
         opd: np.ndarray,
         coefficients: np.ndarray,
         rms: np.ndarray,
+        **optional: np.ndarray,
     ) -> None:
         """Write samples [start, start + B): intensity (B, L, H, W) [1], opd (B, H, W) [nm],
-        coefficients (B, M) [nm RMS], rms (B,) [nm]."""
+        coefficients (B, M) [nm RMS], rms (B,) [nm], and this file's optional variables
+        (`OPTIONAL_VARIABLES`: aberration_class (B,), system (B, 5), clear (B, L, H, W))."""
+        if set(optional) != set(self.optional):
+            raise ValueError(
+                f"write_batch got optional variables {sorted(optional)}, the file holds "
+                f"{sorted(self.optional)}"
+            )
         f = self._handle()
         if start != self.next_sample:
             raise ValueError(f"write_batch expected start={self.next_sample}, got {start}")
@@ -384,9 +415,12 @@ class DatasetWriter:
             "opd": (b, *hw),
             "coefficients": (b, self.modes.size),
             "rms": (b,),
+            "aberration_class": (b,),
+            "system": (b, SYSTEM_FIELD_COUNT),
+            "clear": (b, self.wavelengths_m.size, *hw),
         }
-        values = dict(intensity=intensity, opd=opd, coefficients=coefficients, rms=rms)
-        arrays = {n: self._array(n, values[n], shapes[n]) for n in PER_SAMPLE}
+        values = dict(intensity=intensity, opd=opd, coefficients=coefficients, rms=rms, **optional)
+        arrays = {n: self._array(n, values[n], shapes[n]) for n in (*PER_SAMPLE, *self.optional)}
         i0 = start - self.sample_offset
         for name, arr in arrays.items():
             f[name][i0 : i0 + b] = arr

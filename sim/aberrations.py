@@ -9,6 +9,7 @@ RMS on the sampled pupil (piston removed) is exactly the drawn value.
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,6 +18,8 @@ from sim.config import AberrationConfig
 from sim.zernike import radial_order
 
 __all__ = [
+    "Aberrations",
+    "draw_aberrations",
     "draw_coefficients",
     "opd_from_coefficients",
     "pupil_rms",
@@ -129,3 +132,95 @@ def sample_opd(
     rms = torch.tensor(rms_nm, dtype=basis.dtype)
     opd, _ = opd_from_coefficients(torch.as_tensor(coeffs, dtype=basis.dtype), rms, basis, mask)
     return opd
+
+
+@dataclass
+class Aberrations:
+    """A batch of OPD maps and what made them.
+
+    opd (B, N, N) [nm] (0 outside the modes' support); coefficients (B, M) [nm RMS]: the
+    modes' part (mixture) or the least-squares projection (screen); rms (B,) [nm] of the
+    whole map over the pupil, piston removed; classes (B,) int8, indices of
+    `data.schema.ABERRATION_CLASSES`.
+    """
+
+    opd: torch.Tensor
+    coefficients: torch.Tensor
+    rms: torch.Tensor
+    classes: np.ndarray
+
+
+CLASS_STREAM = 4
+"""The fourth element of a sample's generator key for its class (a blend's choice)."""
+
+
+def _classes(cfg: AberrationConfig, indices: np.ndarray, seed: int, stream: int) -> np.ndarray:
+    """Class index per sample: the config's kind, or a seeded draw for a blend."""
+    kinds = {"modes": 0, "screen": 1, "mixture": 2}
+    if cfg.kind != "blend":
+        return np.full(len(indices), kinds[cfg.kind], dtype=np.int8)
+    p = np.asarray(cfg.blend_weights, dtype=float)
+    p = p / p.sum()
+    out = np.empty(len(indices), dtype=np.int8)
+    for row, i in enumerate(np.asarray(indices, dtype=np.int64)):
+        out[row] = np.random.default_rng([seed, stream, int(i), CLASS_STREAM]).choice(3, p=p)
+    return out
+
+
+def draw_aberrations(
+    cfg: AberrationConfig,
+    indices: np.ndarray,
+    seed: int,
+    stream: int,
+    basis: torch.Tensor,
+    mask: torch.Tensor,
+    diameter_m: float,
+    n_total: int | None = None,
+) -> Aberrations:
+    """Sample `indices`' OPD maps of the config's class (`AberrationConfig.kind`).
+
+    modes: `draw_coefficients` and `opd_from_coefficients`, as always. screen: a
+    power-law screen (`sim.screens`) with the drawn RMS. mixture: the modes' map plus a
+    screen with every component along piston and the modes removed, scaled to
+    `high_order_rms_nm`. basis (M, N, N) and mask (N, N) on the maps' device and dtype.
+    """
+    from sim.screens import power_law_screens
+
+    coeffs, rms = draw_coefficients(cfg, indices, seed, stream, n_total)
+    dtype, dev = basis.dtype, basis.device
+    opd, c = opd_from_coefficients(
+        torch.as_tensor(coeffs, dtype=dtype, device=dev),
+        torch.as_tensor(rms, dtype=dtype, device=dev),
+        basis,
+        mask,
+    )
+    classes = _classes(cfg, indices, seed, stream)
+    rows = np.nonzero(classes > 0)[0]
+    if rows.size:
+        npix = basis.shape[-1]
+        outer = None if cfg.outer_scale_m is None else cfg.outer_scale_m / diameter_m
+        screens = power_law_screens(
+            np.asarray(indices)[rows], seed, stream, npix, cfg.screen_index, outer, device=dev
+        )
+        support = (basis[0] != 0).to(torch.float64)  # where the modes live
+        full = torch.cat((support[None], basis.to(torch.float64)))  # piston and the modes
+        flat = full[:, mask]  # (M + 1, P): fitted over the pupil
+        for k, row in enumerate(rows):
+            s = screens[k] * support
+            if classes[row] == 1:  # screen: piston removed, the drawn RMS
+                s = s - s[mask].mean()
+                target = float(rms[row])
+            else:  # mixture: the screen less its fit by piston and the modes, own RMS
+                fit = torch.linalg.lstsq(flat.T, s[mask][:, None]).solution[:, 0]  # (M + 1,)
+                s = (s - torch.einsum("j,jhw->hw", fit, full)) * support
+                target = cfg.high_order_rms_nm
+            scale = target / float(pupil_rms(s[None], mask)[0].clamp_min(1e-300))
+            s = s * scale
+            if classes[row] == 1:
+                opd[row] = s.to(dtype)
+                proj = torch.linalg.lstsq(flat.T, s[mask][:, None]).solution[1:, 0]
+                c[row] = proj.to(dtype)  # its projection on the modes [nm RMS]
+            else:
+                opd[row] = opd[row] + s.to(dtype)
+    total = pupil_rms(opd.to(torch.float64), mask).to(dtype)
+    return Aberrations(opd, c, total, classes)

@@ -104,8 +104,9 @@ class RealBabinet(torch.nn.Module):
         y = maps.reshape(b, n_l, c * n, n) @ self.v_t[:, 0]  # (B, L, C*N, N) -> (B, L, C*N, 2M')
         focal = self.v @ y.reshape(b, n_l, c, n, m)  # -> (B, L, C, 2M', 2M'): parity blocks
         focal = (self.kernel if kernel is None else kernel) * focal
-        if mix is not None:
-            focal = torch.einsum("lcd,bldij->blcij", mix, focal)
+        if mix is not None:  # one mix (L, C, C), or one per sample (B, L, C, C)
+            pattern = "lcd,bldij->blcij" if mix.dim() == 3 else "blcd,bldij->blcij"
+            focal = torch.einsum(pattern, mix, focal)
         z = (focal.reshape(b, n_l, c * m, m) @ self.v[:, 0]).reshape(b, n_l, c, m, n)
         return self.v_t @ z  # -> (B, L, C, N, N)
 

@@ -144,6 +144,10 @@ def _overrides(**given: object) -> dict:
         "rms_max": "aberration.rms_max_nm",
         "photons": "detector.photons",
         "read_noise": "detector.read_noise_e",
+        "aberration": "aberration.kind",
+        "screen_index": "aberration.screen_index",
+        "high_order_rms": "aberration.high_order_rms_nm",
+        "amplitude_rms": "pupil.amplitude_rms",
     }
     out = {}
     for key, value in given.items():
@@ -173,6 +177,18 @@ def generate(
     rms_max: Annotated[float | None, typer.Option(help="largest OPD RMS [nm]")] = None,
     photons: Annotated[float | None, typer.Option(help="photons in the clear pupil")] = None,
     read_noise: Annotated[float | None, typer.Option(help="read noise [e-]")] = None,
+    aberration: Annotated[
+        str | None, typer.Option(help="modes | screen | mixture | blend (of the three)")
+    ] = None,
+    screen_index: Annotated[
+        float | None, typer.Option(help="screens: PSD proportional to f^-index [2]")
+    ] = None,
+    high_order_rms: Annotated[
+        float | None, typer.Option(help="mixture: RMS of the screen beyond the modes [nm]")
+    ] = None,
+    amplitude_rms: Annotated[
+        float | None, typer.Option(help="illumination: fractional RMS of the clear pupil [0]")
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
     batch_size: Annotated[int, typer.Option(help="samples per batch")] = 16,
     workers: Annotated[int, typer.Option(help="processes, one shard each")] = 1,
@@ -193,8 +209,10 @@ def generate(
 
     cfg = load_sim_config(config)
     changes = _overrides(
-        npix=npix, wavelengths=wavelengths, rms_max=rms_max, photons=photons, read_noise=read_noise
-    )
+        npix=npix, wavelengths=wavelengths, rms_max=rms_max, photons=photons,
+        read_noise=read_noise, aberration=aberration, screen_index=screen_index,
+        high_order_rms=high_order_rms, amplitude_rms=amplitude_rms,
+    )  # fmt: skip
     cfg = cfg.with_overrides(**changes) if changes else cfg
     plan = plan_generation(
         cfg, out or Path("datasets") / f"{split}.h5", n, split=split, seed=seed,
@@ -203,8 +221,8 @@ def generate(
     )  # fmt: skip
     console.print(
         f"{n} samples of '{split}', {cfg.pupil.npix} px, wavelengths {cfg.wavelengths_um} um, "
-        f"RMS {cfg.aberration.rms_min_nm:g}-{cfg.aberration.rms_max_nm:g} nm -> {plan.out} "
-        f"(~{plan.size_bytes / 1e9:.2f} GB)"
+        f"RMS {cfg.aberration.rms_min_nm:g}-{cfg.aberration.rms_max_nm:g} nm "
+        f"({cfg.aberration.kind}) -> {plan.out} (~{plan.size_bytes / 1e9:.2f} GB)"
     )
     if plan.fresh_resume:
         console.print(f"--resume: no partial run of {plan.out} to continue; starting it")

@@ -30,6 +30,7 @@ __all__ = [
     "MaskConfig",
     "PupilConfig",
     "SimConfig",
+    "TolerancesConfig",
     "load_sim_config",
     "validate_sim_config",
 ]
@@ -44,6 +45,14 @@ class PupilConfig(_Strict):
 
     diameter_m: float = Field(6.0, gt=0, description="pupil diameter [m]")
     npix: int = Field(128, ge=8, le=2048, description="pixels across the pupil")
+    amplitude_rms: float = Field(
+        0.0, ge=0, le=0.5,
+        description="illumination: fractional RMS of the clear-pupil intensity over the pupil "
+        "(a smooth random map of Noll 2-11 shapes); 0: evenly lit",
+    )  # fmt: skip
+    amplitude_per_sample: bool = Field(
+        False, description="illumination: a new map per sample (else one per file, seeded)"
+    )
 
 
 class AberrationConfig(_Strict):
@@ -58,6 +67,23 @@ class AberrationConfig(_Strict):
         2.0, ge=0, description="power_law: mode std scales as (radial order)^-index"
     )
     single_mode: int = Field(4, ge=1, description="single_mode: the Noll index used")
+    kind: Literal["modes", "screen", "mixture", "blend"] = Field(
+        "modes",
+        description="modes: Noll modes; screen: power-law phase screens; mixture: modes plus "
+        "a screen beyond them (high_order_rms_nm); blend: each sample one of the three "
+        "(blend_weights)",
+    )
+    screen_index: float = Field(2.0, gt=0, le=6, description="screen: PSD proportional to f^-index")
+    outer_scale_m: float | None = Field(
+        None, gt=0, description="screen: outer scale [m]; None: the generating grid's size"
+    )
+    high_order_rms_nm: float = Field(
+        20.0, ge=0, le=1e4, description="mixture: RMS [nm] of the screen beyond the modes"
+    )
+    blend_weights: list[float] = Field(
+        default_factory=lambda: [1.0, 1.0, 1.0],
+        description="blend: relative shares of modes, screen and mixture samples",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> AberrationConfig:
@@ -69,6 +95,15 @@ class AberrationConfig(_Strict):
             raise ValueError(
                 f"aberration.rms_max_nm ({self.rms_max_nm}) must be >= "
                 f"rms_min_nm ({self.rms_min_nm})"
+            )
+        if (
+            len(self.blend_weights) != 3
+            or min(self.blend_weights) < 0
+            or not any(self.blend_weights)
+        ):
+            raise ValueError(
+                "aberration.blend_weights must be 3 shares >= 0 (modes, screen, mixture), "
+                f"not all 0, got {self.blend_weights}"
             )
         if self.distribution == "single_mode" and not (
             self.noll_min <= self.single_mode <= self.noll_max
@@ -122,6 +157,20 @@ class FocalConfig(_Strict):
     )  # fmt: skip
 
 
+class TolerancesConfig(_Strict):
+    """Per-sample errors of the dot and the alignment, drawn uniformly within +- these
+    (training on them makes a network hold on a real bench); 0: the nominal system."""
+
+    diameter: float = Field(0.0, ge=0, le=0.5, description="dot diameter: fraction of the config's")
+    depth: float = Field(0.0, ge=0, le=0.5, description="dot depth: fraction of the config's")
+    shift_px: float = Field(0.0, ge=0, le=8, description="pupil shift in x and y [px]")
+    pupil_scale: float = Field(0.0, ge=0, le=0.2, description="pupil radius: fraction")
+
+    @property
+    def active(self) -> bool:
+        return any((self.diameter, self.depth, self.shift_px, self.pupil_scale))
+
+
 class DetectorConfig(_Strict):
     """Re-imaged pupil detector: binning and noise."""
 
@@ -141,6 +190,7 @@ class SimConfig(_Strict):
     wavelengths_um: list[float] = Field(default_factory=lambda: [0.96, 0.98, 1.00, 1.20])
     focal: FocalConfig = FocalConfig()
     detector: DetectorConfig = DetectorConfig()
+    tolerances: TolerancesConfig = TolerancesConfig()
     precision: Literal["complex64", "complex128"] = "complex64"
     seed: int = Field(0, ge=0, description="base seed of the aberration draws")
 
@@ -169,6 +219,11 @@ class SimConfig(_Strict):
             return self.focal.box_samples
         dot = self.mask.diameter_lambda0_d * self.focal.samples_per_lambda0_d
         return math.ceil(dot) + 2
+
+    @property
+    def realistic(self) -> bool:
+        """True when samples differ in more than their OPD (illumination or tolerances)."""
+        return self.pupil.amplitude_rms > 0 or self.tolerances.active
 
     @property
     def wavelengths_m(self) -> list[float]:

@@ -23,9 +23,9 @@ import torch
 from common.errors import KnownError
 from data.shards import combine_shards, shard_path
 from data.writer import DatasetWriter, check_free_space, estimate_size_bytes, part_paths
-from sim.aberrations import draw_coefficients, opd_from_coefficients, stream_id
+from sim.aberrations import stream_id
 from sim.config import SimConfig
-from sim.detector import add_noise
+from sim.samples import file_illumination, optional_variables, reference_frames, simulate_batch
 from sim.zwfs import ZWFSModel
 
 __all__ = [
@@ -117,9 +117,10 @@ def run_job(job: GenerateJob, progress: ProgressFn | None = None) -> str:
         torch.set_num_threads(job.threads)
     cfg = job.cfg_model
     model = ZWFSModel(cfg, device=job.device)
-    optics = model if job.engine == "fast" else _PoppyOptics(cfg)
-    basis, mask = model.basis(), model.mask
+    optics = None if job.engine == "fast" else _PoppyOptics(cfg)
+    basis = model.basis()
     stream = stream_id(job.split)
+    illumination = file_illumination(model, job.seed, stream)
     with DatasetWriter(
         job.path,
         n_samples=job.stop - job.start,
@@ -132,24 +133,27 @@ def run_job(job: GenerateJob, progress: ProgressFn | None = None) -> str:
         overwrite=job.overwrite,
         resume=job.resume,
         durable=job.fsync,
+        optional=optional_variables(cfg),
     ) as writer:
         if progress:
             progress(writer.n_complete)
         if not writer.static_written:
             with torch.inference_mode():
+                clear, zwfs = reference_frames(model, illumination)
                 writer.write_static(
                     pupil=_binned_pupil(model),
-                    reference_clear=model.reference_clear().float().cpu().numpy(),
-                    reference_zwfs=_reference_zwfs(model, optics),
+                    reference_clear=clear.float().cpu().numpy(),
+                    reference_zwfs=_reference_zwfs(model, optics, zwfs),
                 )
-        pupil_pixels = int(model.detector_mask.sum())
         # One writer thread: HDF5 writes of batch k overlap the optics of batch k + 1.
         with ThreadPoolExecutor(max_workers=1) as io:
             pending: Future | None = None
             for a, b in _batches(writer.next_sample, job.stop, job.batch_size):
-                arrays = _simulate_batch(
-                    model, optics, basis, mask, job, stream, a, b, pupil_pixels
-                )
+                with torch.inference_mode():
+                    arrays = simulate_batch(
+                        model, np.arange(a, b), job.seed, stream, basis, job.n_total, optics,
+                        illumination,
+                    ).arrays()  # fmt: skip
                 if pending is not None:
                     pending.result()  # at most one batch in flight: bounded memory
                 pending = io.submit(writer.write_batch, a, **arrays)
@@ -159,40 +163,6 @@ def run_job(job: GenerateJob, progress: ProgressFn | None = None) -> str:
                 pending.result()
         writer.finalize()
     return job.path
-
-
-def _simulate_batch(
-    model: ZWFSModel,
-    optics: Callable[[torch.Tensor], torch.Tensor],
-    basis: torch.Tensor,
-    mask: torch.Tensor,
-    job: GenerateJob,
-    stream: int,
-    a: int,
-    b: int,
-    pupil_pixels: int,
-) -> dict[str, np.ndarray]:
-    """Samples [a, b): aberrations, optics and noise, as float32 arrays for the writer."""
-    cfg = job.cfg_model
-    idx = np.arange(a, b)
-    coeffs, rms = draw_coefficients(cfg.aberration, idx, job.seed, stream, job.n_total)
-    device, dtype = model.pupil.device, model.real_dtype
-    with torch.inference_mode():
-        opd, coeffs_t = opd_from_coefficients(
-            torch.as_tensor(coeffs, dtype=dtype, device=device),
-            torch.as_tensor(rms, dtype=dtype, device=device),
-            basis,
-            mask,
-        )
-        intensity = optics(opd)  # (B, N, N) nm -> (B, L, N, N)
-        photons, read_noise = cfg.detector.photons, cfg.detector.read_noise_e
-        intensity = add_noise(intensity, idx, job.seed, stream, photons, read_noise, pupil_pixels)
-    return {
-        "intensity": intensity.float().cpu().numpy(),
-        "opd": _detector_opd(opd, cfg.detector.binning),
-        "coefficients": coeffs_t.float().cpu().numpy(),
-        "rms": rms.astype(np.float32),
-    }
 
 
 class _PoppyOptics:
@@ -213,10 +183,12 @@ class _PoppyOptics:
         return torch.as_tensor(np.asarray(frames))
 
 
-def _reference_zwfs(model: ZWFSModel, optics: Callable) -> np.ndarray:
-    """The unaberrated ZWFS frames (L, N/b, N/b) through the job's optics."""
-    if optics is model:
-        return model.reference_zwfs().float().cpu().numpy()
+def _reference_zwfs(
+    model: ZWFSModel, optics: Callable | None, engine_frames: torch.Tensor
+) -> np.ndarray:
+    """The unaberrated ZWFS frames (L, N/b, N/b): the engine's, or through POPPY."""
+    if optics is None:
+        return engine_frames.float().cpu().numpy()
     return optics(torch.zeros_like(model.pupil)[None])[0].float().cpu().numpy()
 
 
@@ -224,13 +196,6 @@ def _binned_pupil(model: ZWFSModel) -> np.ndarray:
     from sim.detector import bin_frames
 
     return bin_frames(model.pupil, model.cfg.detector.binning).float().cpu().numpy()
-
-
-def _detector_opd(opd: torch.Tensor, binning: int) -> np.ndarray:
-    """OPD maps on the detector grid (binned like the frames), float32 nm."""
-    from sim.detector import bin_frames
-
-    return bin_frames(opd, binning).float().cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -289,7 +254,13 @@ def plan_generation(
     fresh_resume = resume and not out.exists() and not _partial_run_exists(out)
     resume = resume and not fresh_resume  # nothing to resume: start the run
     npix = cfg.pupil.npix // cfg.detector.binning
-    needed = estimate_size_bytes(n, len(cfg.wavelengths_um), npix, len(cfg.aberration.modes))
+    if engine != "fast" and cfg.realistic:
+        raise RequestError(
+            "--engine poppy simulates the nominal system only: no tolerances or illumination"
+        )
+    needed = estimate_size_bytes(
+        n, len(cfg.wavelengths_um), npix, len(cfg.aberration.modes), optional_variables(cfg)
+    )
     check_free_space(out, needed)
     return GenerationPlan(
         cfg=cfg, out=out, n=n, split=split, seed=cfg.seed if seed is None else seed,

@@ -105,9 +105,12 @@ class ZWFSModel(torch.nn.Module):
         self, opd_nm: torch.Tensor, amplitude: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Real and imaginary parts (B, L, 2, N, N) of the pupil field A exp(i k OPD) for OPD
-        maps (B, N, N) [nm]; `amplitude` (N, N): None for the nominal pupil."""
+        maps (B, N, N) [nm]; `amplitude` (N, N) or one per sample (B, N, N): None for the
+        nominal pupil."""
         phase = opd_nm[:, None] * self.wavenumber_per_nm  # (B, N, N) -> (B, L, N, N)
         amp = self.amplitude if amplitude is None else amplitude
+        if amp.dim() == 3:  # one per sample: (B, N, N) -> (B, 1, 1, N, N)
+            amp = amp[:, None, None]
         return torch.stack((torch.cos(phase), torch.sin(phase)), dim=2) * amp
 
     def fields(

@@ -23,9 +23,10 @@ from recon.models import NormStats
 from recon.train.config import TrainConfig
 from recon.train.memory import TensorBatches
 from recon.train.normalization import compute_stats
-from sim.aberrations import draw_coefficients, opd_from_coefficients, stream_id
+from sim.aberrations import stream_id
 from sim.config import SimConfig, load_sim_config
-from sim.detector import add_noise, bin_frames
+from sim.detector import bin_frames
+from sim.samples import file_illumination, simulate_batch
 from sim.zwfs import ZWFSModel
 
 __all__ = ["OnlineDataModule", "OnlineSimulator", "online_stats"]
@@ -44,8 +45,8 @@ class OnlineSimulator:
 
     def __post_init__(self) -> None:
         self.engine = ZWFSModel(self.cfg, device=self.device)
-        self.basis, self.mask = self.engine.basis(), self.engine.mask
-        self.pupil_pixels = int(self.engine.detector_mask.sum())
+        self.basis = self.engine.basis()
+        self.illumination = file_illumination(self.engine, self.seed, self.stream)
 
     @property
     def pupil(self) -> Tensor:
@@ -60,28 +61,13 @@ class OnlineSimulator:
 
     @torch.no_grad()
     def batch(self, indices: np.ndarray) -> tuple[Tensor, Tensor]:
-        """The samples `indices`: what `sim generate` would write for them in this stream."""
-        coeffs, rms = draw_coefficients(self.cfg.aberration, indices, self.seed, self.stream)
-        dtype = self.engine.real_dtype
-        opd, _ = opd_from_coefficients(
-            torch.as_tensor(coeffs, dtype=dtype, device=self.device),
-            torch.as_tensor(rms, dtype=dtype, device=self.device),
-            self.basis,
-            self.mask,
-        )  # (B, N, N) nm
-        frames = self.engine(opd)  # (B, N, N) -> (B, L, N, N)
-        det = self.cfg.detector
-        frames = add_noise(
-            frames,
-            indices,
-            self.seed,
-            self.stream,
-            det.photons,
-            det.read_noise_e,
-            self.pupil_pixels,
-        )  # fmt: skip  (on the device: per-sample generators)
-        opd = bin_frames(opd, det.binning)
-        return frames.float(), opd.float()[:, None]
+        """The samples `indices`: what `sim generate` would write for them in this stream
+        (`sim.samples.simulate_batch`), noise drawn on the device."""
+        b = simulate_batch(
+            self.engine, indices, self.seed, self.stream, self.basis,
+            illumination=self.illumination,
+        )  # fmt: skip
+        return b.intensity.float(), b.opd.float()[:, None]
 
 
 class _OnlineTrainBatches:
