@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from data.clear import divide_by_clear
 from data.readers import attr_value, check_dataset_file, open_h5
+from data.schema import DatasetError
 from data.wavelengths import wavelength_indices
 
 __all__ = ["ZWFSDataset"]
@@ -25,8 +27,10 @@ class ZWFSDataset(Dataset):
 
     `wavelengths_um` picks (and orders) the wavelength channels by value; None keeps the
     file's. With `return_coefficients=True` items are `(intensity, opd, coefficients (M,)
-    [nm RMS])`. The HDF5 file is opened lazily in each process (DataLoader workers
-    included) and never pickled.
+    [nm RMS])`. With `divide_by_clear=True` the intensities come divided by their clear
+    frames pixel by pixel (`data.clear.divide_by_clear`: the sample's own `clear`, or the
+    file's `reference_clear`). The HDF5 file is opened lazily in each process
+    (DataLoader workers included) and never pickled.
     """
 
     def __init__(
@@ -34,9 +38,11 @@ class ZWFSDataset(Dataset):
         path: str | os.PathLike,
         wavelengths_um: Sequence[float] | None = None,
         return_coefficients: bool = False,
+        divide_by_clear: bool = False,
     ) -> None:
         self.path = Path(path).absolute()
         self.return_coefficients = bool(return_coefficients)
+        self.divide_by_clear = bool(divide_by_clear)
         with open_h5(self.path) as f:
             check_dataset_file(f, required=_REQUIRED)
             self.attrs: dict[str, Any] = {k: attr_value(v) for k, v in f.attrs.items()}
@@ -45,7 +51,14 @@ class ZWFSDataset(Dataset):
             file_wl_m = np.asarray(f["wavelength"][:], dtype=np.float64)
             self.modes = np.asarray(f["mode"][:], dtype=np.int64)
             self.pupil = torch.from_numpy(np.asarray(f["pupil"][:], dtype=np.float32))
+            self._clear_per_sample = "clear" in f
+            reference = (
+                np.asarray(f["reference_clear"][:], dtype=np.float32)
+                if "reference_clear" in f
+                else None
+            )
         self._wl_index = self._select(file_wl_m, wavelengths_um)
+        self._reference_clear = None if reference is None else reference[self._wl_index]
         self.wavelengths_m = file_wl_m[self._wl_index]
         self._file: h5py.File | None = None
         self._pid: int | None = None
@@ -82,6 +95,8 @@ class ZWFSDataset(Dataset):
             raise IndexError(f"sample {index} out of range [0, {self._n})")
         f = self._handle()
         intensity = f["intensity"][i][self._wl_index]  # (L_file, H, W) -> (L, H, W)
+        if self.divide_by_clear:
+            intensity = divide_by_clear(intensity, self._clear(f, slice(i, i + 1))[0])
         opd = f["opd"][i][None]  # (H, W) -> (1, H, W)
         out = (torch.from_numpy(intensity), torch.from_numpy(opd))
         if self.return_coefficients:
@@ -104,12 +119,24 @@ class ZWFSDataset(Dataset):
             part = idx[a : a + block]
             lo, hi = int(part.min()), int(part.max()) + 1  # one contiguous read per block
             inten = f["intensity"][lo:hi][part - lo][:, self._wl_index]  # (n, L, H, W)
+            if self.divide_by_clear:
+                clear = self._clear(f, slice(lo, hi))
+                inten = divide_by_clear(inten, clear[part - lo] if len(clear) > 1 else clear)
             chunks_i.append(torch.from_numpy(np.ascontiguousarray(inten, dtype=np.float32)))
             chunks_o.append(torch.from_numpy(f["opd"][lo:hi][part - lo][:, None]))
         if not chunks_i:
             shape = (0, len(self._wl_index), self.npix, self.npix)
             return torch.empty(shape), torch.empty((0, 1, self.npix, self.npix))
         return torch.cat(chunks_i), torch.cat(chunks_o).float()
+
+    def _clear(self, f: h5py.File, rows: slice) -> np.ndarray:
+        """Clear frames (n, L, H, W) of `rows` in this dataset's channel order, or the
+        file's one (1, L, H, W)."""
+        if self._clear_per_sample:
+            return np.asarray(f["clear"][rows], dtype=np.float32)[:, self._wl_index]
+        if self._reference_clear is None:
+            raise DatasetError(f"{self.path} has no clear-pupil frame to divide by")
+        return self._reference_clear[None]
 
     @property
     def rms_nm(self) -> np.ndarray:

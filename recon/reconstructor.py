@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from data.predictions import PredictionArrays, write_prediction_file
+from recon.estimators.base import run_estimate
 from recon.estimators.network import NetworkEstimator
 from recon.refine.estimator import RefinedEstimator
 from recon.refine.report import RefineReport
@@ -100,11 +101,18 @@ class Reconstructor:
         return cls(net, modes, refine, sim_config, system)
 
     def __call__(
-        self, frames: np.ndarray, wavelengths_m: Sequence[float] | None = None
+        self,
+        frames: np.ndarray,
+        wavelengths_m: Sequence[float] | None = None,
+        clear: np.ndarray | None = None,
     ) -> Prediction:
-        """Reconstruct frames (L, H, W) or (B, L, H, W); see `NetworkEstimator.estimate`."""
+        """Reconstruct frames (L, H, W) or (B, L, H, W); see `NetworkEstimator.estimate`.
+
+        clear: their clear-pupil frames (`data.lab.LabFrames.clear`), which a network
+        trained on frames divided by them needs and the refinement's forward model uses.
+        """
         est = self.refined if self.refined is not None else self.estimator
-        opd = est.estimate(frames, wavelengths_m)  # -> (B, H, W) [nm]
+        opd = run_estimate(est, frames, wavelengths_m, clear)  # -> (B, H, W) [nm]
         coeffs = zernike_coefficients(opd, self.basis, self.mask)  # -> (B, M) [nm RMS]
         return Prediction(
             opd_nm=opd.astype(np.float32),

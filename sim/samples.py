@@ -42,13 +42,15 @@ def optional_variables(cfg: SimConfig) -> tuple[str, ...]:
 @dataclass
 class SampleBatch:
     """intensity (B, L, n, n) normalised and noisy, opd (B, n, n) [nm] on the detector grid,
-    coefficients (B, M) [nm RMS], rms (B,) [nm], on the engine's device; `optional`:
-    the file's optional variables as NumPy arrays."""
+    coefficients (B, M) [nm RMS], rms (B,) [nm], on the engine's device; clear
+    (B, L, n, n): each sample's clear frame when they differ, else None (the file's
+    `reference_frames`); `optional`: the file's optional variables as NumPy arrays."""
 
     intensity: torch.Tensor
     opd: torch.Tensor
     coefficients: torch.Tensor
     rms: torch.Tensor
+    clear: torch.Tensor | None = None
     optional: dict[str, np.ndarray] = field(default_factory=dict)
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -112,6 +114,7 @@ def simulate_batch(
     )
     names = optional_variables(cfg)
     optional: dict[str, np.ndarray] = {}
+    clear: torch.Tensor | None = None
     if "aberration_class" in names:
         optional["aberration_class"] = ab.classes
     binning = cfg.detector.binning
@@ -140,4 +143,4 @@ def simulate_batch(
     pupil_pixels = int(engine.detector_mask.sum())
     frames = add_noise(frames, idx, seed, stream, det.photons, det.read_noise_e, pupil_pixels)
     opd = bin_frames(ab.opd, binning)
-    return SampleBatch(frames, opd, ab.coefficients, ab.rms, optional)
+    return SampleBatch(frames, opd, ab.coefficients, ab.rms, clear, optional)

@@ -15,13 +15,16 @@ from recon.cli.options import CalibrationOpt
 __all__ = ["predict_command"]
 
 
-def _frames_from_dataset(path: Path, max_samples: int | None) -> tuple[np.ndarray, list[float]]:
-    from data.readers import open_dataset
+def _frames_from_dataset(
+    path: Path, max_samples: int | None
+) -> tuple[np.ndarray, list[float], np.ndarray]:
+    """(frames (B, L, H, W), wavelengths [m], clear frames (B or 1, L, H, W))."""
+    from recon.evaluation import open_test_set
 
-    ds = open_dataset(path)
-    n = ds.sizes["sample"] if max_samples is None else min(max_samples, ds.sizes["sample"])
-    frames = ds["intensity"].isel(sample=slice(0, n)).values  # (B, L, H, W)
-    return frames, [float(w) for w in ds["wavelength"].values]
+    with open_test_set(path, required=("intensity",)) as ts:
+        n = ts.n if max_samples is None else min(max_samples, ts.n)
+        frames = np.asarray(ts.file["intensity"][:n])
+        return frames, ts.wavelengths_m, ts.clear(0, n)
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:
@@ -83,15 +86,15 @@ def predict_command(
     if data is not None:
         if not data.is_file():
             raise FileNotFoundError(f"no dataset at {data}")
-        x, wl_m = _frames_from_dataset(data, max_samples)
+        x, wl_m, clear_x = _frames_from_dataset(data, max_samples)
         source = str(data)
     else:
         lab = load_lab_frames(frames, clear, dark, npix=rec.estimator.npix)
-        x = lab.intensity
+        x, clear_x = lab.intensity, lab.clear
         wl_m = [float(w) * 1e-6 for w in wavelengths.split(",")] if wavelengths else None
         source = str(frames)
     try:
-        result = rec(x, wl_m)
+        result = rec(x, wl_m, clear_x)
     except ValueError as err:
         raise UserError(str(err)) from None
     out = out or (

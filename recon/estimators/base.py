@@ -5,7 +5,12 @@ Contract of `Estimator.estimate` (analytic, network, and any future one):
   clear-pupil intensity inside the pupil at the same wavelength), as NumPy or torch;
 - channels in the estimator's `wavelengths_m` order, or any order when the frames'
   own wavelengths are passed as ``wavelengths_m`` (channels are then picked by value);
-- returns NumPy float32 (B, H, W) OPD [nm], piston (the mean inside the pupil) removed.
+- returns NumPy float32 (B, H, W) OPD [nm], piston (the mean inside the pupil) removed;
+- ``clear``, optional: the clear-pupil frames the intensities were normalised with,
+  (B, L, H, W), (L, H, W) or (1, H, W) (one for every wavelength), in the same channel
+  order. An estimator that models the pupil's illumination uses them (the networks that
+  divide by them, the analytic inverse, the refinement's forward model); others ignore
+  them.
 
 Baselines (classical reconstructions) register by name where they are defined, so that
 ``recon eval --baseline analytic`` is a look-up: ``create_baseline("analytic", data_path)``.
@@ -13,6 +18,7 @@ Baselines (classical reconstructions) register by name where they are defined, s
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -27,12 +33,15 @@ __all__ = [
     "BASELINES",
     "NORMALISED_MEAN_RANGE",
     "Estimator",
+    "as_clear",
     "as_frames",
     "check_normalised",
     "create_baseline",
     "list_baselines",
+    "needs_clear",
     "register_baseline",
     "remove_piston",
+    "run_estimate",
 ]
 
 NORMALISED_MEAN_RANGE = (0.25, 2.0)
@@ -62,7 +71,10 @@ class Estimator(Protocol):
     mask: np.ndarray
 
     def estimate(
-        self, intensities: np.ndarray | torch.Tensor, wavelengths_m: Sequence[float] | None = None
+        self,
+        intensities: np.ndarray | torch.Tensor,
+        wavelengths_m: Sequence[float] | None = None,
+        clear: np.ndarray | torch.Tensor | None = None,
     ) -> np.ndarray:
         """OPD (B, H, W) [nm] float32, piston free, from frames (B, L, H, W) or (L, H, W)."""
         ...
@@ -107,6 +119,56 @@ def as_frames(
     if not np.isfinite(x).all():
         raise ValueError("frames contain NaN or inf")
     return x
+
+
+def as_clear(
+    clear: np.ndarray | torch.Tensor,
+    wavelengths_needed_m: Sequence[float],
+    npix: int,
+    batch: int,
+    wavelengths_m: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Clear-pupil frames as float32 (B, L, H, W) in the estimator's channel order.
+
+    Args:
+        clear: (B, L_in, H, W), (L_in, H, W), or (1, H, W) / (H, W) for every wavelength.
+        batch: B of the intensities.
+        wavelengths_m: the frames' wavelengths (as in `as_frames`).
+    """
+    c = clear.detach().cpu().numpy() if torch.is_tensor(clear) else np.asarray(clear)
+    c = np.asarray(c, dtype=np.float32)
+    if c.ndim == 2:
+        c = c[None]
+    if c.ndim == 3:
+        c = c[None]  # (L_in, H, W) -> (1, L_in, H, W)
+    if c.ndim != 4 or c.shape[-2:] != (npix, npix) or c.shape[0] not in (1, batch):
+        raise ValueError(
+            f"clear frames must be (B, L, H, W), (L, H, W) or (H, W) of {npix} px for "
+            f"{batch} frames, got shape {c.shape}"
+        )
+    if c.shape[1] != 1:
+        c = as_frames(c, wavelengths_needed_m, npix, wavelengths_m)
+    return np.broadcast_to(c, (batch, len(wavelengths_needed_m), npix, npix))
+
+
+def needs_clear(estimator: Estimator) -> bool:
+    """True for an estimator that cannot work without the clear frames (a network
+    trained on frames divided by them, or a fit started from one)."""
+    return bool(getattr(estimator, "needs_clear", False))
+
+
+def run_estimate(
+    estimator: Estimator,
+    intensities: np.ndarray | torch.Tensor,
+    wavelengths_m: Sequence[float] | None = None,
+    clear: np.ndarray | torch.Tensor | None = None,
+) -> np.ndarray:
+    """`estimator.estimate`, with the clear frames when there are any and it takes them
+    (an estimator written before the ``clear`` argument still works)."""
+    takes_clear = "clear" in inspect.signature(estimator.estimate).parameters
+    if clear is None or not takes_clear:
+        return estimator.estimate(intensities, wavelengths_m=wavelengths_m)
+    return estimator.estimate(intensities, wavelengths_m=wavelengths_m, clear=clear)
 
 
 def check_normalised(frames: np.ndarray, mask: np.ndarray) -> None:

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from data.clear import divide_by_clear
 from data.schema import pupil_mask
-from recon.estimators.base import as_frames, check_normalised, remove_piston
+from recon.estimators.base import as_clear, as_frames, check_normalised, remove_piston
 from recon.models import NormStats, ReconModel, load_checkpoint
 from recon.models.fast import inference_runner
 from sim.pupil import circular_pupil
@@ -86,13 +87,38 @@ class NetworkEstimator:
         model, meta = load_checkpoint(path, map_location=device)
         return cls(model, meta, name=name, device=device, compile_model=compile_model)
 
+    @property
+    def needs_clear(self) -> bool:
+        """The frames must come with their clear frames (`divides_by_clear`)."""
+        return self.divides_by_clear
+
+    @property
+    def divides_by_clear(self) -> bool:
+        """True for a network trained on frames divided by the clear frame, pixel by pixel
+        (its training config's ``data.normalisation: clear``)."""
+        train = self.meta.get("train_config") or {}
+        return (train.get("data") or {}).get("normalisation", "mean") == "clear"
+
     @torch.no_grad()
     def estimate(
-        self, intensities: np.ndarray | torch.Tensor, wavelengths_m: Sequence[float] | None = None
+        self,
+        intensities: np.ndarray | torch.Tensor,
+        wavelengths_m: Sequence[float] | None = None,
+        clear: np.ndarray | torch.Tensor | None = None,
     ) -> np.ndarray:
-        """OPD (B, H, W) [nm] from frames (B, L, H, W) or (L, H, W); see `Estimator`."""
+        """OPD (B, H, W) [nm] from frames (B, L, H, W) or (L, H, W); see `Estimator`.
+
+        A network trained on frames divided by the clear frame needs `clear`."""
         x = as_frames(intensities, self.wavelengths_m, self.npix, wavelengths_m)
         if self.check_normalisation:
             check_normalised(x, self.mask)
+        if self.divides_by_clear:
+            if clear is None:
+                raise ValueError(
+                    f"{self.name} was trained on frames divided by the clear-pupil frame: "
+                    "give the clear frames (clear=..., --clear)"
+                )
+            c = as_clear(clear, self.wavelengths_m, self.npix, len(x), wavelengths_m)
+            x = divide_by_clear(x, c)
         y = self._run(torch.from_numpy(x).to(self.device))  # (B, L, H, W) -> (B, 1, H, W) nm
         return remove_piston(y[:, 0].float().cpu().numpy(), self.mask)  # -> (B, H, W)

@@ -22,7 +22,7 @@ import numpy as np
 
 from common.provenance import local_stamp, utc_now_iso
 from data.schema import package_versions
-from recon.estimators.base import Estimator
+from recon.estimators.base import Estimator, needs_clear, run_estimate
 from recon.evaluation.metrics import (
     capture_range,
     capture_range_strict,
@@ -112,9 +112,11 @@ def evaluate(
             for i in pick:
                 if a <= i < b:
                     ex_true[i] = opd[i - a].astype(np.float32)
+            clear = ts.clear(a, b)  # (B or 1, L, H, W)
             for name, est in estimators.items():
+                given = clear if ts.illuminated or needs_clear(est) else None
                 t0 = time.perf_counter()
-                guess = est.estimate(frames, wavelengths_m=ts.wavelengths_m)  # (B, H, W)
+                guess = run_estimate(est, frames, ts.wavelengths_m, given)  # (B, H, W)
                 seconds[name] += time.perf_counter() - t0
                 if (fit := getattr(est, "last_report", None)) is not None:
                     for key in ("good_fit", "starts", "iterations", "status"):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from data.schema import DatasetError
-from recon.estimators.base import Estimator
+from recon.estimators.base import Estimator, needs_clear, run_estimate
 from recon.evaluation.metrics import closed_loop_capture_range
 from recon.evaluation.testset import open_test_set
 from sim.aberrations import stream_id
@@ -56,6 +56,12 @@ def closed_loop(
         cfg = ts.sim_config()
         n = ts.n if max_samples is None else min(int(max_samples), ts.n)
         opd_all = np.asarray(ts.file["opd"][:n], dtype=np.float64)  # (n, H, W) [nm]
+        clear = ts.clear(0, 1) if needs_clear(estimator) else None  # the nominal pupil's
+    if cfg.realistic:
+        raise DatasetError(
+            f"{path} varies the illumination or the system per sample or file; the closed "
+            "loop re-simulates the nominal system (use a test set of the nominal system)"
+        )
     if cfg.detector.binning != 1:
         raise DatasetError(
             f"{path} has detector.binning = {cfg.detector.binning}: the closed loop needs the "
@@ -90,7 +96,7 @@ def closed_loop(
                     cfg.detector.read_noise_e,
                     pupil_pixels,
                 )
-            guess = estimator.estimate(frames, wavelengths_m=cfg.wavelengths_m)  # (B, H, W)
+            guess = run_estimate(estimator, frames, cfg.wavelengths_m, clear)  # (B, H, W)
             opd = opd - gain * np.where(lit, guess, 0.0)
             residual[a:b, k] = opd[:, mask].std(axis=1)
         if progress:

@@ -45,6 +45,22 @@ class TestSet:
             raise DatasetError(f"{self.info['path']} has no 'config' attribute")
         return SimConfig.model_validate_json(text)
 
+    @property
+    def illuminated(self) -> bool:
+        """True when the clear frames say more than the nominal pupil: each sample has
+        its own (`clear`), or the file's one carries an illumination map."""
+        if "clear" in self.file:
+            return True
+        text = self.info.get("config")
+        return isinstance(text, str) and self.sim_config().pupil.amplitude_rms > 0
+
+    def clear(self, a: int, b: int) -> np.ndarray:
+        """Clear-pupil frames of samples [a, b): (b - a, L, H, W), or the file's one
+        (1, L, H, W) when they do not vary; normalised as the intensities."""
+        if "clear" in self.file:
+            return np.asarray(self.file["clear"][a:b], dtype=np.float32)
+        return np.asarray(self.file["reference_clear"][:], dtype=np.float32)[None]
+
     def close(self) -> None:
         self.file.close()
 

@@ -19,7 +19,14 @@ import torch
 
 from common.hardware import hardware_plan
 from data.schema import pupil_mask
-from recon.estimators.base import Estimator, as_frames, remove_piston
+from recon.estimators.base import (
+    Estimator,
+    as_clear,
+    as_frames,
+    needs_clear,
+    remove_piston,
+    run_estimate,
+)
 from recon.refine.forward import FrameModel
 from recon.refine.modal import MODAL_MAX_ITER, refine_modal
 from recon.refine.report import RefineReport
@@ -42,7 +49,10 @@ class ZeroEstimator:
         self.mask = pupil_mask(circular_pupil(cfg.pupil.npix, cfg.pupil.diameter_m))
 
     def estimate(
-        self, intensities: np.ndarray | torch.Tensor, wavelengths_m: Sequence[float] | None = None
+        self,
+        intensities: np.ndarray | torch.Tensor,
+        wavelengths_m: Sequence[float] | None = None,
+        clear: np.ndarray | torch.Tensor | None = None,
     ) -> np.ndarray:
         """Zeros (B, H, W) [nm] for frames (B, L, H, W) or (L, H, W)."""
         x = as_frames(intensities, self.wavelengths_m, self.npix, wavelengths_m)
@@ -114,21 +124,32 @@ class RefinedEstimator:
         self.wavelengths_m = list(cfg.wavelengths_m)
         self.npix = cfg.pupil.npix
         self.mask = self.model.mask
+        self.needs_clear = needs_clear(base)
         self.last_report: RefineReport | None = None
 
     def estimate(
-        self, intensities: np.ndarray | torch.Tensor, wavelengths_m: Sequence[float] | None = None
+        self,
+        intensities: np.ndarray | torch.Tensor,
+        wavelengths_m: Sequence[float] | None = None,
+        clear: np.ndarray | torch.Tensor | None = None,
     ) -> np.ndarray:
-        """OPD (B, H, W) [nm] float32, piston removed; `last_report` holds the fit's outcome."""
+        """OPD (B, H, W) [nm] float32, piston removed; `last_report` holds the fit's outcome.
+
+        With `clear` frames the forward model takes each sample's pupil amplitude from
+        them (`FrameModel.measured_amplitude`), and the base estimator gets them too."""
         x = as_frames(intensities, self.wavelengths_m, self.npix, wavelengths_m)
-        start = self._start(x, SYMMETRIES[0])
-        opd, rep = self._refine_batches(x, start, "modal")
+        c = None
+        if clear is not None:
+            c = as_clear(clear, self.wavelengths_m, self.npix, len(x), wavelengths_m)
+        every = np.arange(len(x))
+        start = self._start(x, c, every, SYMMETRIES[0])
+        opd, rep = self._refine_batches(x, c, every, start, "modal")
         tried = [start]  # (B, N, N) each; NaN: not tried for that sample
         for symmetry in SYMMETRIES[1 : 1 + self.restarts]:
             poor = np.nonzero(~rep.good_fit)[0]
             if poor.size == 0:
                 break
-            alt = self._start(x[poor], symmetry)
+            alt = self._start(x, c, poor, symmetry)
             new = np.ones(poor.size, dtype=bool)  # an equivariant base gives nothing new
             for earlier in tried:
                 d = np.sqrt(np.mean((alt - earlier[poor])[:, self.mask] ** 2, axis=1))
@@ -139,7 +160,7 @@ class RefinedEstimator:
             poor, alt = poor[new], alt[new]
             if poor.size == 0:
                 continue
-            opd_alt, rep_alt = self._refine_batches(x[poor], alt, "modal")
+            opd_alt, rep_alt = self._refine_batches(x, c, poor, alt, "modal")
             rep.starts[poor] += 1
             rep.iterations[poor] += rep_alt.iterations
             better = rep_alt.misfit < rep.misfit[poor]
@@ -147,56 +168,75 @@ class RefinedEstimator:
             for key in ("misfit", "solver_status", "good_fit"):
                 getattr(rep, key)[poor[better]] = getattr(rep_alt, key)[better]
         if self.mode == "zonal":  # the pixels polish the modal fit (a local method)
-            opd, rep_z = self._refine_batches(x, opd, "zonal")
+            opd, rep_z = self._refine_batches(x, c, every, opd, "zonal")
             rep.iterations += rep_z.iterations
             rep.misfit, rep.solver_status = rep_z.misfit, rep_z.solver_status
             rep.good_fit = rep_z.good_fit
         self.last_report = rep
         return np.where(self.model.lit, remove_piston(opd, self.mask), 0.0).astype(np.float32)
 
-    def _start(self, frames: np.ndarray, symmetry: tuple[int, bool]) -> np.ndarray:
-        """The base's estimate (B, N, N) [nm] of frames seen rotated by k x 90 degrees (and
-        transposed), mapped back: the same OPD for a symmetric system."""
-        turned = np.ascontiguousarray(transform(frames, *symmetry))
-        start = self.base.estimate(turned, wavelengths_m=self.wavelengths_m)
-        if start.shape != (frames.shape[0], self.npix, self.npix):
-            raise ValueError(
-                f"{self.base.name} returned {start.shape}, not {frames.shape[:1]} maps"
-            )
+    def _start(
+        self,
+        frames: np.ndarray,
+        clear: np.ndarray | None,
+        rows: np.ndarray,
+        symmetry: tuple[int, bool],
+    ) -> np.ndarray:
+        """The base's estimate (b, N, N) [nm] of frames[rows] seen rotated by k x 90
+        degrees (and transposed), mapped back: the same OPD for a symmetric system."""
+        turned = np.ascontiguousarray(transform(frames[rows], *symmetry))
+        turned_clear = None
+        if clear is not None:
+            turned_clear = np.ascontiguousarray(transform(clear[rows], *symmetry))
+        start = run_estimate(self.base, turned, self.wavelengths_m, turned_clear)
+        if start.shape != (len(rows), self.npix, self.npix):
+            raise ValueError(f"{self.base.name} returned {start.shape}, not {len(rows)} maps")
         return np.ascontiguousarray(untransform(start, *symmetry))
 
     def _refine_batches(
-        self, frames: np.ndarray, start: np.ndarray, mode: str
+        self,
+        frames: np.ndarray,
+        clear: np.ndarray | None,
+        rows: np.ndarray,
+        start: np.ndarray,
+        mode: str,
     ) -> tuple[np.ndarray, RefineReport]:
-        """`refine` over batches of `batch_size`: OPD (B, N, N) [nm] and the joined report."""
+        """`refine` of frames[rows] from starts (b, N, N) in batches of `batch_size`."""
         outs, reports = [], []
-        for a in range(0, frames.shape[0], self.batch_size):
-            sl = slice(a, a + self.batch_size)
-            opd, rep = self.refine(frames[sl], start[sl], mode)
+        for a in range(0, len(rows), self.batch_size):
+            sub = rows[a : a + self.batch_size]
+            c = None if clear is None else clear[sub]
+            opd, rep = self.refine(frames[sub], start[a : a + self.batch_size], mode, c)
             outs.append(opd)
             reports.append(rep)
         return np.concatenate(outs), RefineReport.join(reports)
 
     @torch.no_grad()
     def refine(
-        self, frames: np.ndarray, start_nm: np.ndarray, mode: str | None = None
+        self,
+        frames: np.ndarray,
+        start_nm: np.ndarray,
+        mode: str | None = None,
+        clear: np.ndarray | None = None,
     ) -> tuple[np.ndarray, RefineReport]:
         """One fit of starts (B, N, N) [nm] to frames (B, L, N, N) in the engine's order
-        (``mode``: the estimator's by default; no restarts, no modal stage)."""
+        (``mode``: the estimator's by default; no restarts, no modal stage), with the
+        pupil amplitude of `clear` frames (B, L, N, N) when given."""
         mode = mode or self.mode
         y = self.model.tensor(frames)
+        amplitude = None if clear is None else self.model.measured_amplitude(clear)
         s = torch.as_tensor(start_nm, dtype=torch.float64, device=self.model.device)
         if mode == "modal":
             c0 = s[:, self._mask_t] @ self.projector  # (B, P) -> (B, J)
             max_iter = self.max_iter if self.mode == "modal" else MODAL_MAX_ITER
             c, rep = refine_modal(
                 self.model, y, c0, self.basis, self.noise, max_iter, judge=self._judge,
-                matmul_precision=self.matmul_precision,
+                matmul_precision=self.matmul_precision, amplitude=amplitude,
             )  # fmt: skip
             opd = torch.einsum("bj,jhw->bhw", c, self.basis.to(torch.float64))
         else:
             opd, rep = refine_zonal(
                 self.model, y, s, self.noise, self.smoothness, max_iter=self.max_iter,
-                judge=self._judge, matmul_precision=self.matmul_precision,
+                judge=self._judge, matmul_precision=self.matmul_precision, amplitude=amplitude,
             )  # fmt: skip
         return opd.cpu().numpy(), rep

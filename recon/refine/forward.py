@@ -101,15 +101,30 @@ class FrameModel:
         """x as a tensor of this model's dtype on its device."""
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
 
-    def linearise(self, opd_nm: torch.Tensor) -> Linearisation:
-        """Fields and intensity (B, L, N, N) for OPD maps (B, N, N) [nm]."""
-        e_in, e_out = self.engine.fields(opd_nm, self.amplitude, self.kernel, self.mix)
+    def linearise(
+        self, opd_nm: torch.Tensor, amplitude: torch.Tensor | None = None
+    ) -> Linearisation:
+        """Fields and intensity (B, L, N, N) for OPD maps (B, N, N) [nm]; `amplitude`
+        (B, N, N): each sample's measured pupil amplitude (`measured_amplitude`), else
+        the system's."""
+        amp = self.amplitude if amplitude is None else amplitude
+        e_in, e_out = self.engine.fields(opd_nm, amp, self.kernel, self.mix)
         intensity = e_out[:, :, 0].square() + e_out[:, :, 1].square()
         return Linearisation(e_in, e_out, intensity)
 
-    def intensity(self, opd_nm: torch.Tensor) -> torch.Tensor:
+    def intensity(
+        self, opd_nm: torch.Tensor, amplitude: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Normalised intensities (B, L, N, N) for OPD maps (B, N, N) [nm]."""
-        return self.linearise(opd_nm).intensity
+        return self.linearise(opd_nm, amplitude).intensity
+
+    def measured_amplitude(self, clear: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Pupil amplitudes (B, N, N) from clear-pupil frames (B, L, N, N), normalised as
+        the frames: sqrt of their mean over the wavelengths on the lit pupil (0 off it,
+        where a lab's clear frame is only noise). The low-rank dot keeps its support."""
+        c = torch.as_tensor(clear, dtype=self.dtype, device=self.device).mean(dim=1)
+        lit = torch.as_tensor(self.lit, device=self.device)
+        return c.clamp_min(0.0).sqrt() * lit
 
     def low_rank_dot(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The dot operator's separable terms (out, inp) (L, r, N, N) on the lit pupil.

@@ -29,14 +29,21 @@ class _ModalProblem:
     """The `recon.refine.solver.Problem` of coefficients (B, J) [nm RMS]."""
 
     def __init__(
-        self, model: FrameModel, frames: torch.Tensor, basis: torch.Tensor, noise: NoiseModel
+        self,
+        model: FrameModel,
+        frames: torch.Tensor,
+        basis: torch.Tensor,
+        noise: NoiseModel,
+        amplitude: torch.Tensor | None,
     ) -> None:
         self.model, self.frames, self.basis, self.noise = model, frames, basis, noise
+        self.amplitude = amplitude
         self.y_fit = noise.clamped_frames(frames)  # the residual that is the deviance's gradient
 
     def evaluate(self, c: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         model = self.model
-        lin = model.linearise(torch.einsum("bj,jhw->bhw", c.to(model.dtype), self.basis))
+        opd = torch.einsum("bj,jhw->bhw", c.to(model.dtype), self.basis)
+        lin = model.linearise(opd, None if self.amplitude is None else self.amplitude[idx])
         cost = summed_deviance(self.noise, lin.intensity, self.frames[idx])
         return cost, (lin.e_in, lin.e_out, lin.intensity)
 
@@ -78,6 +85,7 @@ def refine_modal(
     stall_tol: float = 1e-4,
     judge: NoiseModel | None = None,
     matmul_precision: str = "highest",
+    amplitude: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, RefineReport]:
     """Levenberg-Marquardt over modal coefficients, each sample on its own.
 
@@ -96,6 +104,8 @@ def refine_modal(
             own when fitting noisy frames unweighted).
         matmul_precision: float32 matrix products inside the fit (`HardwarePlan.
             refine_matmul`; "highest": no TF32, whatever the caller allowed outside).
+        amplitude: (B, N, N) each sample's measured pupil amplitude
+            (`FrameModel.measured_amplitude`); None: the model's system.
 
     Returns:
         coefficients (B, J) [nm RMS] (float64) and the `RefineReport`.
@@ -106,7 +116,7 @@ def refine_modal(
         max_iter, step_tol_nm, stall_tol, 1.0 if noise.noisy else 0.0, initial=damping
     )
     with float32_matmul(matmul_precision):
-        problem = _ModalProblem(model, frames, basis, noise)
+        problem = _ModalProblem(model, frames, basis, noise, amplitude)
         sol = levenberg_marquardt(problem, coeffs0_nm.to(torch.float64), settings)
     intensity = sol.state[2]
     return sol.x, fit_report(sol, sol.cost, intensity, frames, judge or noise)

@@ -52,14 +52,16 @@ class _ZonalProblem:
         noise: NoiseModel,
         smoothness: float,
         cg_iter: int,
+        amplitude: torch.Tensor | None,
     ) -> None:
         self.model, self.frames, self.noise, self.cg_iter = model, frames, noise, cg_iter
+        self.amplitude = amplitude
         self.y_fit = noise.clamped_frames(frames)  # the residual that is the deviance's gradient
         self.lit = torch.as_tensor(model.lit, device=model.device)
         self.litf = self.lit.to(model.dtype)
         self.ref = opd0  # the prior's mean: the start
         # the scale of diag(J^T W J): its local part, sum_l (2 k_l E . (i e))^2 w^2, lit mean
-        lin = model.linearise(opd0)
+        lin = model.linearise(opd0, amplitude)
         w = noise.weights(lin.intensity)
         e_in, e_out = lin.e_in, lin.e_out
         rot_dot = -e_out[:, :, 0] * e_in[:, :, 1] + e_out[:, :, 1] * e_in[:, :, 0]
@@ -68,7 +70,7 @@ class _ZonalProblem:
         self.alpha = smoothness * self.scale
 
     def evaluate(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        lin = self.model.linearise(x)
+        lin = self.model.linearise(x, None if self.amplitude is None else self.amplitude[idx])
         s, _ = _smoothness(x - self.ref[idx], self.lit)
         dev = summed_deviance(self.noise, lin.intensity, self.frames[idx])
         return 0.5 * dev + 0.5 * self.alpha * s.to(dev.dtype), (lin.e_in, lin.e_out, lin.intensity)
@@ -121,13 +123,14 @@ def refine_zonal(
     step_tol_nm: float = 1e-3,
     judge: NoiseModel | None = None,
     matmul_precision: str = "highest",
+    amplitude: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, RefineReport]:
     """Gauss-Newton-CG over the OPD on the lit pupil pixels (module docstring), from
     `opd0_nm` (B, N, N) [nm] (`RefinedEstimator` starts it from the modal fit).
 
     Converged when an accepted step's RMS over the lit pixels is below `step_tol_nm`
-    (or no damping lowers the objective); no stall rule. ``judge``, ``matmul_precision``:
-    as `refine_modal`.
+    (or no damping lowers the objective); no stall rule. ``judge``, ``matmul_precision``,
+    ``amplitude``: as `refine_modal`.
 
     Returns:
         OPD (B, N, N) [nm] (0 outside the lit pupil) and the `RefineReport`.
@@ -138,7 +141,7 @@ def refine_zonal(
     with float32_matmul(matmul_precision):
         litf = torch.as_tensor(model.lit, device=model.device).to(model.dtype)
         x0 = opd0_nm.to(model.dtype) * litf
-        problem = _ZonalProblem(model, frames, x0, noise, smoothness, cg_iter)
+        problem = _ZonalProblem(model, frames, x0, noise, smoothness, cg_iter, amplitude)
         sol = levenberg_marquardt(problem, x0, settings)
         intensity = sol.state[2]
         deviance = summed_deviance(noise, intensity, frames)

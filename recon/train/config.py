@@ -65,6 +65,12 @@ class DataConfig(_Strict):
         "file; auto: device when it fits, else pinned (GPU) or loader (CPU)",
     )
     stats_samples: int = Field(1024, ge=1, description="samples read for normalisation stats")
+    normalisation: Literal["mean", "clear"] = Field(
+        "mean",
+        description="mean: frames as they come (divided by the mean clear-pupil intensity); "
+        "clear: divided by the clear frame pixel by pixel (pyZELDA's; uneven illumination "
+        "leaves no pattern). Stored in the checkpoint: inference then needs the clear frames",
+    )
     sim_config: str = Field(
         "paper", description="online training: the simulated system (packaged name or YAML path)"
     )

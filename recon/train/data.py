@@ -56,11 +56,13 @@ def missing_dataset_message(path: Path, role: str = "training") -> str:
     )
 
 
-def _open(path: Path, wavelengths_um: Sequence[float] | None, role: str) -> ZWFSDataset:
+def _open(
+    path: Path, wavelengths_um: Sequence[float] | None, role: str, by_clear: bool = False
+) -> ZWFSDataset:
     if not path.is_file():
         raise FileNotFoundError(missing_dataset_message(path, role))
     try:
-        return ZWFSDataset(path, wavelengths_um=wavelengths_um)
+        return ZWFSDataset(path, wavelengths_um=wavelengths_um, divide_by_clear=by_clear)
     except DatasetError as err:
         raise DatasetMismatchError(err.args[0] if err.args else str(err)) from None
     except ValueError as err:  # a requested wavelength is not in the file
@@ -79,11 +81,12 @@ def _check_match(ds: ZWFSDataset, cfg: TrainConfig, role: str) -> None:
 
 def load_data(cfg: TrainConfig) -> TrainData:
     """Open train (and val, or split a seeded `val_fraction` off train); check they match."""
-    train_ds = _open(cfg.data.train, cfg.data.wavelengths_um, "training")
+    by_clear = cfg.data.normalisation == "clear"
+    train_ds = _open(cfg.data.train, cfg.data.wavelengths_um, "training", by_clear)
     _check_match(train_ds, cfg, "training")
     wl_um = [float(w) * 1e6 for w in train_ds.wavelengths_m]
     if cfg.data.val is not None and cfg.data.val.is_file():
-        val_ds = _open(cfg.data.val, wl_um, "validation")
+        val_ds = _open(cfg.data.val, wl_um, "validation", by_clear)
         if val_ds.npix != train_ds.npix:
             raise DatasetMismatchError(
                 f"validation dataset {val_ds.path} has {val_ds.npix} px, "

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from data.clear import divide_by_clear
 from recon.models import NormStats
 from recon.train.config import TrainConfig
 from recon.train.memory import TensorBatches
@@ -26,7 +27,7 @@ from recon.train.normalization import compute_stats
 from sim.aberrations import stream_id
 from sim.config import SimConfig, load_sim_config
 from sim.detector import bin_frames
-from sim.samples import file_illumination, simulate_batch
+from sim.samples import file_illumination, reference_frames, simulate_batch
 from sim.zwfs import ZWFSModel
 
 __all__ = ["OnlineDataModule", "OnlineSimulator", "online_stats"]
@@ -42,11 +43,14 @@ class OnlineSimulator:
     seed: int
     device: torch.device
     stream: int = ONLINE_STREAM
+    by_clear: bool = False  # divide the frames by their clear frames (`data.clear`)
 
     def __post_init__(self) -> None:
         self.engine = ZWFSModel(self.cfg, device=self.device)
         self.basis = self.engine.basis()
         self.illumination = file_illumination(self.engine, self.seed, self.stream)
+        with torch.no_grad():
+            self.reference_clear = reference_frames(self.engine, self.illumination)[0]
 
     @property
     def pupil(self) -> Tensor:
@@ -67,7 +71,10 @@ class OnlineSimulator:
             self.engine, indices, self.seed, self.stream, self.basis,
             illumination=self.illumination,
         )  # fmt: skip
-        return b.intensity.float(), b.opd.float()[:, None]
+        x = b.intensity.float()
+        if self.by_clear:
+            x = divide_by_clear(x, b.clear if b.clear is not None else self.reference_clear)
+        return x, b.opd.float()[:, None]
 
 
 class _OnlineTrainBatches:
@@ -89,7 +96,9 @@ class _OnlineTrainBatches:
 
 def online_stats(sim: OnlineSimulator, n: int) -> NormStats:
     """Normalisation statistics (`compute_stats`) of `n` samples of a stream of their own."""
-    x, y = OnlineSimulator(sim.cfg, sim.seed, sim.device, stream_id("stats")).samples(n)
+    x, y = OnlineSimulator(sim.cfg, sim.seed, sim.device, stream_id("stats"), sim.by_clear).samples(
+        n
+    )
     return compute_stats(TensorDataset(x, y), sim.pupil, max_samples=n)
 
 
@@ -103,7 +112,8 @@ class OnlineDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        self.sim = OnlineSimulator(self.sim_cfg, self.cfg.seed, device)
+        by_clear = self.cfg.data.normalisation == "clear"
+        self.sim = OnlineSimulator(self.sim_cfg, self.cfg.seed, device, by_clear=by_clear)
 
     def train_dataloader(self) -> _OnlineTrainBatches:
         assert self.sim is not None

@@ -209,7 +209,8 @@ def train_online(
     sim_cfg = load_sim_config(cfg.data.sim_config)
     if cfg.data.wavelengths_um is not None:
         sim_cfg = sim_cfg.with_overrides(wavelengths_um=list(cfg.data.wavelengths_um))
-    cpu_sim = OnlineSimulator(sim_cfg, cfg.seed, torch.device("cpu"))
+    by_clear = cfg.data.normalisation == "clear"
+    cpu_sim = OnlineSimulator(sim_cfg, cfg.seed, torch.device("cpu"), by_clear=by_clear)
     val, val_source = _online_validation(cfg, sim_cfg, cpu_sim)
     npix, n_wl = int(val[0].shape[-1]), len(sim_cfg.wavelengths_um)
     cfg = cfg.with_overrides(
@@ -235,7 +236,10 @@ def _online_validation(
     from sim.aberrations import stream_id
 
     if cfg.data.val is not None and cfg.data.val.is_file():
-        ds = ZWFSDataset(cfg.data.val, wavelengths_um=sim_cfg.wavelengths_um)
+        by_clear = cfg.data.normalisation == "clear"
+        ds = ZWFSDataset(
+            cfg.data.val, wavelengths_um=sim_cfg.wavelengths_um, divide_by_clear=by_clear
+        )
         if ds.npix != sim_cfg.pupil.npix // sim_cfg.detector.binning:
             raise DatasetMismatchError(
                 f"validation dataset {ds.path} has {ds.npix} px, the online system "
@@ -243,7 +247,7 @@ def _online_validation(
             )
         return ds.read_arrays(), str(ds.path)
     n = cfg.data.online_val_samples
-    x, y = type(sim)(sim.cfg, sim.seed, sim.device, stream_id("val")).samples(n)
+    x, y = type(sim)(sim.cfg, sim.seed, sim.device, stream_id("val"), sim.by_clear).samples(n)
     return (x, y), f"{n} simulated samples (stream 'val')"
 
 
