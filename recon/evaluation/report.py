@@ -83,11 +83,12 @@ def _markdown(report: dict[str, Any]) -> str:
     if refined:
         lines += [
             "",
-            "Refinement, samples per status (poor fit: above the noise; else why the solver "
-            "stopped), restarted from the rotated and mirrored frames, median iterations:",
+            "Refinement, samples per status (converged, stalled, iteration limit; poor: above "
+            "the noise; mismatch: above it from two starts alike, the model's misfit), "
+            "restarted from the rotated and mirrored frames, median iterations:",
             "",
-            "| estimator | converged | stalled | iter. limit | poor fit | restarted | iter. |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| estimator | conv. | stalled | limit | poor | mismatch | restarted | iter. |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for k, s in refined.items():
             counts = s.get("fit_status_counts", {})

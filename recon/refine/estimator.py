@@ -36,7 +36,10 @@ from sim.config import SimConfig
 from sim.pupil import circular_pupil
 from sim.zernike import zernike_basis
 
-__all__ = ["RefinedEstimator", "ZeroEstimator"]
+__all__ = ["SAME_NM", "RefinedEstimator", "ZeroEstimator"]
+
+SAME_NM = 1.0
+"""Two starts (or two fits) closer than this [nm RMS over the pupil] are the same."""
 
 
 class ZeroEstimator:
@@ -143,35 +146,33 @@ class RefinedEstimator:
             c = as_clear(clear, self.wavelengths_m, self.npix, len(x), wavelengths_m)
         every = np.arange(len(x))
         start = self._start(x, c, every, SYMMETRIES[0])
-        opd, rep = self._refine_batches(x, c, every, start, "modal")
+        opd, rep = self._fit(x, c, every, start)
         tried = [start]  # (B, N, N) each; NaN: not tried for that sample
         for symmetry in SYMMETRIES[1 : 1 + self.restarts]:
-            poor = np.nonzero(~rep.good_fit)[0]
+            poor = np.nonzero(~rep.good_fit & ~rep.mismatch)[0]
             if poor.size == 0:
                 break
             alt = self._start(x, c, poor, symmetry)
             new = np.ones(poor.size, dtype=bool)  # an equivariant base gives nothing new
             for earlier in tried:
                 d = np.sqrt(np.mean((alt - earlier[poor])[:, self.mask] ** 2, axis=1))
-                new &= ~(d <= 1.0)  # within 1 nm RMS of a start already fitted (NaN: not)
+                new &= ~(d <= SAME_NM)  # a start already fitted (NaN: not tried)
             full = np.full_like(start, np.nan)
             full[poor] = alt
             tried.append(full)
             poor, alt = poor[new], alt[new]
             if poor.size == 0:
                 continue
-            opd_alt, rep_alt = self._refine_batches(x, c, poor, alt, "modal")
+            opd_alt, rep_alt = self._fit(x, c, poor, alt)
             rep.starts[poor] += 1
             rep.iterations[poor] += rep_alt.iterations
+            # another start, the same minimum: the misfit is the model's, not the start's
+            d = np.sqrt(np.mean((opd_alt - opd[poor])[:, self.mask] ** 2, axis=1))
+            rep.mismatch[poor[d <= SAME_NM]] = True
             better = rep_alt.misfit < rep.misfit[poor]
             opd[poor[better]] = opd_alt[better]
             for key in ("misfit", "solver_status", "good_fit"):
                 getattr(rep, key)[poor[better]] = getattr(rep_alt, key)[better]
-        if self.mode == "zonal":  # the pixels polish the modal fit (a local method)
-            opd, rep_z = self._refine_batches(x, c, every, opd, "zonal")
-            rep.iterations += rep_z.iterations
-            rep.misfit, rep.solver_status = rep_z.misfit, rep_z.solver_status
-            rep.good_fit = rep_z.good_fit
         self.last_report = rep
         return np.where(self.model.lit, remove_piston(opd, self.mask), 0.0).astype(np.float32)
 
@@ -192,6 +193,18 @@ class RefinedEstimator:
         if start.shape != (len(rows), self.npix, self.npix):
             raise ValueError(f"{self.base.name} returned {start.shape}, not {len(rows)} maps")
         return np.ascontiguousarray(untransform(start, *symmetry))
+
+    def _fit(
+        self, frames: np.ndarray, clear: np.ndarray | None, rows: np.ndarray, start: np.ndarray
+    ) -> tuple[np.ndarray, RefineReport]:
+        """The whole fit of frames[rows] from starts: modal, then in zonal mode the pixels
+        polish it (a local method); the report is its last stage's (iterations summed)."""
+        opd, rep = self._refine_batches(frames, clear, rows, start, "modal")
+        if self.mode == "zonal":
+            opd, rep_z = self._refine_batches(frames, clear, rows, opd, "zonal")
+            rep_z.iterations += rep.iterations
+            rep = rep_z
+        return opd, rep
 
     def _refine_batches(
         self,

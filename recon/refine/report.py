@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from recon.refine.noise import NoiseModel, good_fit
-from recon.refine.solver import CONVERGED, POOR_FIT, STATUSES, Solution
+from recon.refine.solver import CONVERGED, MODEL_MISMATCH, POOR_FIT, STATUSES, Solution
 
 __all__ = ["RefineReport", "fit_report"]
 
@@ -26,6 +26,9 @@ class RefineReport:
         good_fit: the misfit is what the noise gives at the truth (`good_fit`): False
             for a fit stuck in a local minimum, or frames the model cannot reproduce.
         starts: starts fitted (1, or more after restarts; `RefinedEstimator`).
+        mismatch: a poor fit that another start brought back to the same minimum: the
+            misfit is the model's (frames it cannot reproduce), not a local minimum's;
+            no more restarts are tried for it.
     """
 
     iterations: np.ndarray
@@ -33,11 +36,14 @@ class RefineReport:
     solver_status: np.ndarray
     good_fit: np.ndarray
     starts: np.ndarray
+    mismatch: np.ndarray
 
     @property
     def status(self) -> np.ndarray:
-        """One word per sample: "poor fit" where the fit is not good, else why it stopped."""
-        return np.where(self.good_fit, self.solver_status, POOR_FIT)
+        """One word per sample: "model mismatch" or "poor fit" where the fit is not good
+        (`STATUSES`), else why the solver stopped."""
+        bad = np.where(self.mismatch, MODEL_MISMATCH, POOR_FIT)
+        return np.where(self.good_fit, self.solver_status, bad)
 
     @property
     def converged(self) -> np.ndarray:
@@ -75,4 +81,5 @@ def fit_report(
         solution.status,
         good.cpu().numpy(),
         np.ones(len(solution.iterations), np.int64),
+        np.zeros(len(solution.iterations), bool),
     )

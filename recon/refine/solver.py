@@ -18,6 +18,7 @@ import torch
 __all__ = [
     "CONVERGED",
     "ITERATION_LIMIT",
+    "MODEL_MISMATCH",
     "POOR_FIT",
     "STALLED",
     "STATUSES",
@@ -37,7 +38,11 @@ ITERATION_LIMIT = "iteration limit"
 POOR_FIT = "poor fit"
 """Stopped, but the misfit is too high for the noise (`recon.refine.noise.good_fit`):
 a local minimum, or frames the model cannot reproduce. Assigned by the fits' reports."""
-STATUSES = (CONVERGED, STALLED, ITERATION_LIMIT, POOR_FIT)
+MODEL_MISMATCH = "model mismatch"
+"""A poor fit that another start brought back to the same minimum: the model cannot
+reproduce the frames (aberrations outside the modes, a wrong system), so restarting
+will not help; assigned by `RefinedEstimator`."""
+STATUSES = (CONVERGED, STALLED, ITERATION_LIMIT, POOR_FIT, MODEL_MISMATCH)
 
 
 @dataclass(frozen=True)
