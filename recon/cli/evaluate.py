@@ -43,6 +43,10 @@ def eval_command(
     name: NameOpt = None,
     refine: RefineOpt = None,
     calibration: CalibrationOpt = None,
+    zero_start: Annotated[
+        bool,
+        typer.Option(help="with --refine: also refine from a flat start (the fit's own range)"),
+    ] = True,
 ) -> None:
     """Evaluate reconstructors on a test set: JSON, Markdown and PNG report, capture ranges."""
     from recon.evaluation import default_out_dir, evaluate, write_report
@@ -54,7 +58,9 @@ def eval_command(
     if calibration is not None and not refine:
         raise UserError("--calibration needs --refine (the calibrated system refines estimates)")
     if refine:
-        estimators = add_refined(estimators, data, refine, device, calibration=calibration)
+        estimators = add_refined(
+            estimators, data, refine, device, zero_start=zero_start, calibration=calibration
+        )
     try:
         with progress_bar(total, "evaluating") as advance:
             report = evaluate(

@@ -26,7 +26,30 @@ from sim.config import SimConfig
 from sim.system import NOMINAL_SYSTEM, SYSTEM_FIELDS, system_terms
 from sim.zwfs import ZWFSModel
 
-__all__ = ["FrameModel", "Linearisation"]
+__all__ = ["FrameModel", "Linearisation", "TangentMap"]
+
+
+@dataclass
+class TangentMap:
+    """J v for one OPD tangent per sample, at one linearisation (`FrameModel.tangent_map`):
+    dI = 2 k s v - 2 k (E . mix) T(i e v), T through its low-rank terms, contracted
+    tangent first (no (B, L, 2, r, N^2) product). Shapes: s_local (B, L, N, N) = 2 k s;
+    i_e, mixed (B, L, 2, N, N), mixed = 2 k (E . mix); out, inp (L, r, N, N)."""
+
+    s_local: torch.Tensor
+    i_e: torch.Tensor
+    mixed: torch.Tensor
+    out: torch.Tensor
+    inp: torch.Tensor
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        """dI (B, L, N, N) [per nm] for tangents v (B, N, N) [nm]."""
+        coeff = torch.einsum("lrxy,blcxy->blcr", self.inp, self.i_e * v[:, None, None])
+        dot = torch.einsum("blcr,lrxy->blcxy", coeff, self.out)  # T(i e v): (B, L, 2, N, N)
+        return self.s_local * v[:, None] - (self.mixed * dot).sum(2)
+
+    def __getitem__(self, idx: torch.Tensor) -> TangentMap:
+        return TangentMap(self.s_local[idx], self.i_e[idx], self.mixed[idx], self.out, self.inp)
 
 
 @dataclass
@@ -179,10 +202,13 @@ class FrameModel:
         if weights is not None:
             local = local * weights.to(dtype)
         i_e = torch.stack((-e_in[:, :, 1], e_in[:, :, 0]), dim=2)  # (B, L, 2, N, N)
-        probe = (i_e[:, :, :, None] * inp[None, :, None]).reshape(b, n_l * 2 * n_r, n * n)
         v = tangents_nm.to(dtype)
         shared = v.dim() == 3
         n_k = v.shape[-3]
+        if not shared and n_k == 1:  # one tangent per sample (zonal): no (B, L, 2, r, N^2)
+            d_i = self.tangent_map(lin, dtype)(v[:, 0])
+            return (d_i if weights is None else d_i * weights.to(dtype))[:, None]
+        probe = (i_e[:, :, :, None] * inp[None, :, None]).reshape(b, n_l * 2 * n_r, n * n)
         if shared:  # one product for the whole batch: (B L 2 r, N^2) @ (N^2, K)
             coeff = (probe.reshape(-1, n * n) @ v.reshape(n_k, n * n).T).reshape(b, -1, n_k)
         else:
@@ -201,6 +227,18 @@ class FrameModel:
         d_i = (2 * local).reshape(b, n_l, 1, n * n) * v  # (B, L, K, N^2)
         d_i = torch.baddbmm(d_i.reshape(b * n_l, n_k, n * n), coeff, maps)
         return d_i.reshape(b, n_l, n_k, n, n).transpose(1, 2)  # (B, K, L, N, N), a view
+
+    def tangent_map(self, lin: Linearisation, dtype: torch.dtype | None = None) -> TangentMap:
+        """`jvp` for one tangent per sample at `lin`, its factors computed once (what the
+        conjugate-gradient steps of a zonal fit apply again and again)."""
+        dtype = dtype or self.dtype
+        e_in, e_out = lin.e_in.to(dtype), lin.e_out.to(dtype)
+        k = self.k.to(dtype)
+        out, inp = self.low_rank_dot(dtype)
+        s_local = (e_out[:, :, 1] * e_in[:, :, 0] - e_out[:, :, 0] * e_in[:, :, 1]) * (2 * k)
+        i_e = torch.stack((-e_in[:, :, 1], e_in[:, :, 0]), dim=2)  # (B, L, 2, N, N)
+        mixed = torch.einsum("blcxy,lcd->bldxy", e_out, self.mix.to(dtype) * (2 * k))
+        return TangentMap(s_local, i_e, mixed, out, inp)
 
     def vjp(self, lin: Linearisation, cotangent: torch.Tensor) -> torch.Tensor:
         """J^T u: intensity cotangents (B, L, N, N) -> OPD gradient (B, N, N) [per nm].

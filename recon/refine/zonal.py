@@ -11,6 +11,7 @@ gradients (J v and J^T u, never J), mu the solver's damping times that diagonal.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from common.hardware import float32_matmul
 from recon.refine.forward import FrameModel, Linearisation
@@ -24,17 +25,24 @@ ZONAL_MAX_ITER = 15
 """Gauss-Newton steps at most per zonal fit."""
 
 
-def _smoothness(x: torch.Tensor, lit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of squared neighbour differences over lit pairs (B,) and its gradient (B, N, N)."""
-    gx = (x[:, :, 1:] - x[:, :, :-1]) * (lit[:, 1:] & lit[:, :-1])
-    gy = (x[:, 1:] - x[:, :-1]) * (lit[1:] & lit[:-1])
-    value = gx.square().flatten(1).sum(1) + gy.square().flatten(1).sum(1)
-    grad = torch.zeros_like(x)
-    grad[:, :, 1:] += 2 * gx
-    grad[:, :, :-1] -= 2 * gx
-    grad[:, 1:] += 2 * gy
-    grad[:, :-1] -= 2 * gy
-    return value, grad
+class _Smoothness:
+    """S = the sum of squared differences of lit neighbours [nm^2], its gradient and the
+    diagonal of its Hessian, with the lit pairs found once."""
+
+    def __init__(self, lit: torch.Tensor, dtype: torch.dtype) -> None:
+        self.mx = (lit[:, 1:] & lit[:, :-1]).to(dtype)  # (N, N - 1): lit pairs along x
+        self.my = (lit[1:] & lit[:-1]).to(dtype)  # (N - 1, N): along y
+        deg = F.pad(self.mx, (1, 0)) + F.pad(self.mx, (0, 1))
+        self.degree = deg + F.pad(self.my, (0, 0, 1, 0)) + F.pad(self.my, (0, 0, 0, 1))
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """S (B,) and dS/dx (B, N, N) of maps x (B, N, N)."""
+        gx = (x[:, :, 1:] - x[:, :, :-1]) * self.mx
+        gy = (x[:, 1:] - x[:, :-1]) * self.my
+        value = gx.square().flatten(1).sum(1) + gy.square().flatten(1).sum(1)
+        grad = 2 * (F.pad(gx, (1, 0)) - F.pad(gx, (0, 1)) + F.pad(gy, (0, 0, 1, 0))
+                    - F.pad(gy, (0, 0, 0, 1)))  # fmt: skip
+        return value, grad
 
 
 def _batch_dot(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -59,6 +67,7 @@ class _ZonalProblem:
         self.y_fit = noise.clamped_frames(frames)  # the residual that is the deviance's gradient
         self.lit = torch.as_tensor(model.lit, device=model.device)
         self.litf = self.lit.to(model.dtype)
+        self.smooth = _Smoothness(self.lit, model.dtype)
         self.ref = opd0  # the prior's mean: the start
         # the scale of diag(J^T W J): its local part, sum_l (2 k_l E . (i e))^2 w^2, lit mean
         lin = model.linearise(opd0, amplitude)
@@ -71,7 +80,7 @@ class _ZonalProblem:
 
     def evaluate(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         lin = self.model.linearise(x, None if self.amplitude is None else self.amplitude[idx])
-        s, _ = _smoothness(x - self.ref[idx], self.lit)
+        s, _ = self.smooth(x - self.ref[idx])
         dev = summed_deviance(self.noise, lin.intensity, self.frames[idx])
         return 0.5 * dev + 0.5 * self.alpha * s.to(dev.dtype), (lin.e_in, lin.e_out, lin.intensity)
 
@@ -79,33 +88,38 @@ class _ZonalProblem:
         lin = Linearisation(*state)
         w = self.noise.weights(lin.intensity)  # Fisher scoring: the weights at the model
         r = (lin.intensity - self.y_fit[idx]) * w
-        _, s_grad = _smoothness(x - self.ref[idx], self.lit)
+        _, s_grad = self.smooth(x - self.ref[idx])
         grad = (self.model.vjp(lin, r * w) + 0.5 * self.alpha * s_grad) * self.litf
-        return lin, w, grad
+        return lin, w, grad, self.model.tangent_map(lin)
 
     def step(self, system: tuple, damping: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
-        lin, w, grad = system
-        lin, w, grad = lin[sub], w[sub], grad[sub]
+        """(J^T W J + alpha/2 hess S + mu) d = -grad by conjugate gradients, preconditioned
+        by the diagonal of the local part of J^T W J, of alpha/2 hess S and mu (Jacobi)."""
+        lin, w, grad, jac = system
+        lin, w, grad, jac = lin[sub], w[sub], grad[sub], jac[sub]
         mu = (damping * self.scale).to(grad.dtype)[:, None, None]
-        model, lit, litf = self.model, self.lit, self.litf
+        w2 = w.square()
+        diag = (jac.s_local.square() * w2).sum(1) + self.alpha * self.smooth.degree + mu
+        precondition = torch.where(self.lit, diag, torch.ones_like(diag)).reciprocal()
 
         def hess(v: torch.Tensor) -> torch.Tensor:
-            jv = model.jvp(lin, v[:, None])[:, 0] * w
-            _, sv = _smoothness(v, lit)
-            return (model.vjp(lin, jv * w) + 0.5 * self.alpha * sv + mu * v) * litf
+            _, sv = self.smooth(v)
+            return (self.model.vjp(lin, jac(v) * w2) + 0.5 * self.alpha * sv + mu * v) * self.litf
 
-        d = torch.zeros_like(grad)  # CG on H d = -grad
+        d = torch.zeros_like(grad)
         res = -grad
-        p = res.clone()
-        rr = _batch_dot(res, res)
+        z = res * precondition
+        p = z.clone()
+        rz = _batch_dot(res, z)
         for _ in range(self.cg_iter):
             hp = hess(p)
-            alpha = rr / _batch_dot(p, hp).clamp(min=1e-300)
-            d = d + alpha[:, None, None] * p
-            res = res - alpha[:, None, None] * hp
-            rr_new = _batch_dot(res, res)
-            p = res + (rr_new / rr.clamp(min=1e-300))[:, None, None] * p
-            rr = rr_new
+            step = rz / _batch_dot(p, hp).clamp(min=1e-300)
+            d = d + step[:, None, None] * p
+            res = res - step[:, None, None] * hp
+            z = res * precondition
+            rz_new = _batch_dot(res, z)
+            p = z + (rz_new / rz.clamp(min=1e-300))[:, None, None] * p
+            rz = rz_new
         return d
 
     def step_size(self, step: torch.Tensor) -> torch.Tensor:
