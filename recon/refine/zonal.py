@@ -133,7 +133,7 @@ def refine_zonal(
     noise: NoiseModel | None = None,
     smoothness: float = 1e-4,
     max_iter: int = ZONAL_MAX_ITER,
-    cg_iter: int = 25,
+    cg_iter: int = 10,
     step_tol_nm: float = 1e-3,
     judge: NoiseModel | None = None,
     matmul_precision: str = "highest",
