@@ -73,28 +73,22 @@ def eval_command(
     from rich.table import Table
 
     table = Table(title=f"{report['data']['n_samples']} samples of {data}")
-    for col in (
-        "estimator",
-        "wavelengths (um)",
-        "capture range (nm)",
-        "strict (nm)",
-        "crossing (nm)",
-        "ratio to analytic",
-        "median residual (nm)",
-        "median Pearson",
-    ):
+    for col in ("estimator", "capture", "strict", "cross", "ratio", "median", "Pearson"):
         table.add_column(col, justify="left" if col == "estimator" else "right")
     for name, e in report["estimators"].items():
         s, ratio, cross = e["summary"], e["ratio_to_analytic"], e["crossing_nm"]
         table.add_row(
             name,
-            ", ".join(f"{w:g}" for w in e["wavelengths_um"]),
             f"{e['capture_range_nm']:.0f}",
             f"{e['capture_range_strict_nm']:.0f}",
-            "-" if cross is None else f"{cross:.1f}",
-            "-" if ratio is None else f"{ratio:.2f}",
-            f"{s['median_residual_nm']:.2f}",
+            "-" if cross is None else f"{cross:.0f}",
+            "-" if ratio is None else f"{ratio:.2f}x",
+            f"{s['median_residual_nm']:.3g}",
             f"{s['median_pearson']:.4f}",
         )
     console.print(table)
+    console.print(
+        "capture, strict, cross: capture ranges and the crossing RMS (nm); ratio: capture "
+        "range / the first baseline's; median: residual RMS (nm); Pearson: median"
+    )
     console.print(f"report: {paths['json'].parent}/ (report.json, report.md, *.png)")
