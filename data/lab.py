@@ -39,7 +39,8 @@ class LabFrames:
         pupil); pupil: (H, W) bool mask; crop_box: (y0, y1, x0, x1) half-open, raw pixels;
         centre: (y, x) pupil centroid [raw pixels]; diameter_px: area-equivalent pupil
         diameter [raw pixels]; clear_level: (L or 1,) dark-subtracted mean clear intensity
-        in the pupil [raw counts].
+        in the pupil [raw counts]; pixel_area: camera pixels averaged into one output
+        pixel ((crop width / npix)^2; the noise of a frame scales with it).
     """
 
     intensity: np.ndarray
@@ -49,6 +50,7 @@ class LabFrames:
     centre: tuple[float, float]
     diameter_px: float
     clear_level: np.ndarray
+    pixel_area: float = 1.0
 
 
 def read_fits_image(path: str | os.PathLike) -> np.ndarray:
@@ -177,4 +179,5 @@ def load_lab_frames(
         centre=(cy, cx),
         diameter_px=float(diameter),
         clear_level=clear_level.astype(np.float64),
+        pixel_area=(n / out) ** 2,
     )

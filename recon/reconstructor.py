@@ -12,6 +12,11 @@ checkpoint's system, `recon.refine`)::
 
     rec = Reconstructor.from_checkpoint(run, refine="modal")
     result = rec(frames); result.refine_report.counts()
+
+The fit weighs each pixel by its noise. By default that noise is measured from the first
+frames it sees (`RefinedEstimator.estimate_noise`, kept in ``rec.noise_estimate``);
+state it instead for a camera: ``noise=NoiseModel.from_camera(lab.clear_level, gain,
+read_noise_e, lab.pixel_area)``, or ``noise="system"`` for the config's detector.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from data.predictions import PredictionArrays, write_prediction_file
 from recon.estimators.base import run_estimate
 from recon.estimators.network import NetworkEstimator
 from recon.refine.estimator import RefinedEstimator
+from recon.refine.noise import NoiseModel
+from recon.refine.noise_estimate import NoiseEstimate
 from recon.refine.report import RefineReport
 from sim.config import SimConfig
 from sim.zernike import zernike_basis, zernike_coefficients
@@ -46,6 +53,7 @@ class Prediction:
     wavelengths_m: np.ndarray
     pupil: np.ndarray
     refine_report: RefineReport | None = None
+    noise: NoiseModel | None = None
 
 
 class Reconstructor:
@@ -59,6 +67,10 @@ class Reconstructor:
         sim_config: the system the frames come from (its detector sets the noise weights).
         system: a calibrated dot and pupil (`recon.refine.calibrate`) for the
             refinement; None: the nominal system.
+        noise: the frames' noise for the refinement: ``"estimate"`` (measured from the
+            first call's frames, then kept), ``"system"`` (`sim_config`'s detector), or a
+            `NoiseModel` (e.g. `NoiseModel.from_camera`).
+        read_noise_e: with ``"estimate"``, a known read noise [e-] (else measured too).
     """
 
     def __init__(
@@ -68,8 +80,15 @@ class Reconstructor:
         refine: str | None = None,
         sim_config: SimConfig | None = None,
         system: Sequence[float] | None = None,
+        noise: NoiseModel | str = "estimate",
+        read_noise_e: float | None = None,
     ) -> None:
+        if isinstance(noise, str) and noise not in ("estimate", "system"):
+            raise ValueError(f"noise must be 'estimate', 'system' or a NoiseModel, got {noise!r}")
         self.estimator = estimator
+        self.noise: NoiseModel | str = noise
+        self.read_noise_e = read_noise_e
+        self.noise_estimate: NoiseEstimate | None = None
         self.refined: RefinedEstimator | None = None
         if refine is not None:
             cfg = sim_config
@@ -80,11 +99,20 @@ class Reconstructor:
             self.refined = RefinedEstimator(
                 estimator, cfg, mode=refine, device=estimator.device, system=system
             )
+            if isinstance(noise, NoiseModel):
+                self.use_noise(noise)
         self.modes = np.asarray(modes, dtype=np.int32)
         npix = estimator.npix
         # the grid of the model: array width = pupil diameter (unit diameter here)
         self.basis = zernike_basis(list(self.modes), npix, 1.0)
         self.mask = estimator.mask
+
+    def use_noise(self, noise: NoiseModel) -> None:
+        """Refine with this noise from now on (`NoiseModel.from_camera`, `.from_photons`)."""
+        if self.refined is None:
+            raise ValueError("noise applies to the refinement: build with refine='modal'")
+        self.noise = noise
+        self.refined.use_noise(noise)
 
     @classmethod
     def from_checkpoint(
@@ -95,10 +123,12 @@ class Reconstructor:
         refine: str | None = None,
         sim_config: SimConfig | None = None,
         system: Sequence[float] | None = None,
+        noise: NoiseModel | str = "estimate",
+        read_noise_e: float | None = None,
     ) -> Reconstructor:
         """Load a `recon train` checkpoint (file or run folder); refine as `Reconstructor`."""
         net = NetworkEstimator.from_checkpoint(path, device=device)
-        return cls(net, modes, refine, sim_config, system)
+        return cls(net, modes, refine, sim_config, system, noise, read_noise_e)
 
     def __call__(
         self,
@@ -112,6 +142,11 @@ class Reconstructor:
         trained on frames divided by them needs and the refinement's forward model uses.
         """
         est = self.refined if self.refined is not None else self.estimator
+        if self.refined is not None and self.noise == "estimate" and self.noise_estimate is None:
+            self.noise_estimate = self.refined.estimate_noise(
+                frames, wavelengths_m, clear, self.read_noise_e
+            )
+            self.refined.use_noise(self.noise_estimate.model())
         opd = run_estimate(est, frames, wavelengths_m, clear)  # -> (B, H, W) [nm]
         coeffs = zernike_coefficients(opd, self.basis, self.mask)  # -> (B, M) [nm RMS]
         return Prediction(
@@ -121,6 +156,7 @@ class Reconstructor:
             wavelengths_m=np.asarray(self.estimator.wavelengths_m),
             pupil=self.mask.astype(np.float32),
             refine_report=None if self.refined is None else self.refined.last_report,
+            noise=None if self.refined is None else self.refined.frame_noise,
         )
 
 

@@ -16,12 +16,15 @@ from recon.cli.options import (
     MaxOpt,
     NameOpt,
     OutOpt,
+    PhotonsOpt,
+    ReadNoiseOpt,
     RefineOpt,
     WavelengthOpt,
     add_refined,
     build_estimators,
     check_data,
     count_samples,
+    detector_overrides,
 )
 
 __all__ = ["eval_command"]
@@ -47,8 +50,13 @@ def eval_command(
         bool,
         typer.Option(help="with --refine: also refine from a flat start (the fit's own range)"),
     ] = True,
+    photons: PhotonsOpt = None,
+    read_noise: ReadNoiseOpt = None,
 ) -> None:
-    """Evaluate reconstructors on a test set: JSON, Markdown and PNG report, capture ranges."""
+    """Evaluate reconstructors on a test set: JSON, Markdown and PNG report, capture ranges.
+
+    --photons and --read-noise: the noise the refinement assumes (default: the file's).
+    """
     from recon.evaluation import default_out_dir, evaluate, write_report
 
     check_data(data)
@@ -57,10 +65,14 @@ def eval_command(
     reference = next(iter(estimators)) if baseline else None  # the first --baseline
     if calibration is not None and not refine:
         raise UserError("--calibration needs --refine (the calibrated system refines estimates)")
+    detector = detector_overrides(photons, read_noise)
+    if detector and not refine:
+        raise UserError("--photons and --read-noise need --refine (they set the fit's weights)")
     if refine:
         estimators = add_refined(
-            estimators, data, refine, device, zero_start=zero_start, calibration=calibration
-        )
+            estimators, data, refine, device, zero_start=zero_start, calibration=calibration,
+            detector=detector,
+        )  # fmt: skip
     try:
         with progress_bar(total, "evaluating") as advance:
             report = evaluate(

@@ -15,12 +15,15 @@ from recon.cli.options import (
     DeviceOpt,
     MaxOpt,
     OutOpt,
+    PhotonsOpt,
+    ReadNoiseOpt,
     RefineOpt,
     WavelengthOpt,
     add_refined,
     build_estimators,
     check_data,
     count_samples,
+    detector_overrides,
 )
 
 __all__ = ["loop_command"]
@@ -41,8 +44,13 @@ def loop_command(
     device: DeviceOpt = "cpu",
     refine: RefineOpt = None,
     calibration: CalibrationOpt = None,
+    photons: PhotonsOpt = None,
+    read_noise: ReadNoiseOpt = None,
 ) -> None:
-    """Closed loop: correct by gain x estimate, re-simulate, repeat; closed-loop capture range."""
+    """Closed loop: correct by gain x estimate, re-simulate, repeat; closed-loop capture range.
+
+    --photons and --read-noise: simulate (and fit) the frames at this noise [the file's].
+    """
     from recon.estimators import list_baselines
     from recon.evaluation import closed_loop, default_out_dir, write_loop_report
 
@@ -56,17 +64,20 @@ def loop_command(
     )
     if calibration is not None and not refine:
         raise UserError("--calibration needs --refine (the calibrated system refines estimates)")
+    detector = detector_overrides(photons, read_noise)
     if refine:
         ests = add_refined(
-            ests, data, refine, device, zero_start=False, only=True, calibration=calibration
-        )
+            ests, data, refine, device, zero_start=False, only=True, calibration=calibration,
+            detector=detector,
+        )  # fmt: skip
     (est,) = ests.values()
     n = count_samples(data, max_samples)
     try:
         with progress_bar(n, "closed loop") as advance:
             report = closed_loop(
-                est, data, iterations, gain, batch_size, max_samples, device, progress=advance
-            )
+                est, data, iterations, gain, batch_size, max_samples, device,
+                progress=advance, detector=detector,
+            )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err).splitlines()[0]) from None
     paths = write_loop_report(report, out or default_out_dir("loop"))

@@ -17,12 +17,15 @@ __all__ = [
     "MaxOpt",
     "NameOpt",
     "OutOpt",
+    "PhotonsOpt",
+    "ReadNoiseOpt",
     "RefineOpt",
     "WavelengthOpt",
     "add_refined",
     "build_estimators",
     "check_data",
     "count_samples",
+    "detector_overrides",
 ]
 
 DataOpt = Annotated[Path, typer.Option("--data", help="test dataset file (sim generate)")]
@@ -47,10 +50,30 @@ CalibrationOpt = Annotated[
         "--calibration", help="with --refine: a recon calibrate file (dot, pupil) [nominal]"
     ),
 ]
+PhotonsOpt = Annotated[
+    float | None,
+    typer.Option("--photons", min=0.0, help="photons in the clear pupil per frame and wavelength"),
+]
+ReadNoiseOpt = Annotated[
+    float | None, typer.Option("--read-noise", min=0.0, help="read noise [e- RMS per pixel]")
+]
 NameOpt = Annotated[
     list[str] | None,
     typer.Option("--name", help="report label of each checkpoint, in order [arch@wavelengths]"),
 ]
+
+
+def detector_overrides(photons: float | None, read_noise: float | None) -> dict[str, float]:
+    """Config overrides (``detector.photons``, ``detector.read_noise_e``) of the options
+    given; a photon level without read noise means none (not the file's)."""
+    if photons is not None and not photons > 0:
+        raise UserError(f"--photons must be > 0, got {photons}")
+    over: dict[str, float] = {}
+    if photons is not None:
+        over = {"detector.photons": photons, "detector.read_noise_e": read_noise or 0.0}
+    elif read_noise is not None:
+        over = {"detector.read_noise_e": read_noise}
+    return over
 
 
 def check_data(data: Path) -> None:
@@ -115,12 +138,14 @@ def add_refined(
     zero_start: bool = True,
     only: bool = False,
     calibration: Path | None = None,
+    detector: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Estimators plus "<label> + refine" for each (and "zero start + refine").
 
     `mode`: modal | zonal (`recon.refine.RefinedEstimator`), fitted with the
     dataset's system and photon level (its dot and pupil from `calibration`, a
-    `recon calibrate` file, when given); `only`: return the refined ones alone.
+    `recon calibrate` file, when given; its noise overridden by `detector`,
+    `detector_overrides`); `only`: return the refined ones alone.
     """
     from recon.evaluation import open_test_set
     from recon.refine import RefinedEstimator, ZeroEstimator, load_calibration
@@ -129,7 +154,7 @@ def add_refined(
         raise UserError(f"--refine must be modal or zonal, got {mode!r}")
     system = None if calibration is None else load_calibration(calibration)
     with open_test_set(data) as ts:
-        cfg = ts.sim_config()
+        cfg = ts.sim_config().with_overrides(**(detector or {}))
     bases = dict(estimators)
     if zero_start:
         bases["zero start"] = ZeroEstimator(cfg)

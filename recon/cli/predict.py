@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 from rich.table import Table
 
 from common.cli import UserError, console
-from recon.cli.options import CalibrationOpt
+from recon.cli.lab_noise import GainOpt, check_noise_options, describe_noise, stated_noise
+from recon.cli.options import (
+    CalibrationOpt,
+    DeviceOpt,
+    PhotonsOpt,
+    ReadNoiseOpt,
+    detector_overrides,
+)
 
 __all__ = ["predict_command"]
 
@@ -25,6 +32,16 @@ def _frames_from_dataset(
         n = ts.n if max_samples is None else min(max_samples, ts.n)
         frames = np.asarray(ts.file["intensity"][:n])
         return frames, ts.wavelengths_m, ts.clear(0, n)
+
+
+def _noise_line(rec: Any, lab: Any, origin: str) -> str:
+    """The noise the fit used, with units: measured (and how) or stated."""
+    pupil_px = rec.refined.model.pupil_pixels
+    if rec.noise_estimate is not None:
+        level = None if lab is None else lab.clear_level
+        area = 1.0 if lab is None else lab.pixel_area
+        return "measured, " + rec.noise_estimate.describe(pupil_px, level, area)
+    return describe_noise(rec.refined.frame_noise, pupil_px, origin)
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:
@@ -49,8 +66,17 @@ def predict_command(
         typer.Option(help="modal | zonal: refine the network's estimate with the ZWFS engine"),
     ] = None,
     calibration: CalibrationOpt = None,
+    photons: PhotonsOpt = None,
+    read_noise: ReadNoiseOpt = None,
+    gain: GainOpt = None,
+    device: DeviceOpt = "cpu",
 ) -> None:
-    """Reconstruct the OPD [nm] and its Noll coefficients with a trained network."""
+    """Reconstruct the OPD [nm] and its Noll coefficients with a trained network.
+
+    The refinement weighs pixels by the frames' noise: a dataset file's own; for FITS
+    frames --gain (with the clear frame's level) or --photons, and --read-noise; with
+    none of them it is measured from the frames and reported.
+    """
     from data.lab import load_lab_frames
     from recon.reconstructor import Reconstructor, write_prediction
 
@@ -66,6 +92,10 @@ def predict_command(
         raise UserError(f"--refine must be modal or zonal, got {refine!r}")
     if calibration is not None and refine is None:
         raise UserError("--calibration needs --refine (the calibrated system refines the estimate)")
+    detector = detector_overrides(photons, read_noise)
+    check_noise_options(gain, photons, data is None, "--refine" if refine is None else None)
+    if read_noise is not None and refine is None:
+        raise UserError("--read-noise needs --refine (it weighs the fit)")
     system = None
     if calibration is not None:
         from recon.refine.calibrate import load_calibration
@@ -76,11 +106,13 @@ def predict_command(
         from recon.evaluation import open_test_set
 
         with open_test_set(data) as ts:  # the frames' own system and photon level
-            sim_cfg = ts.sim_config()
+            sim_cfg = ts.sim_config().with_overrides(**detector)
+    noise = "system" if data is not None else "estimate"
     try:
         rec = Reconstructor.from_checkpoint(
-            checkpoint, refine=refine, sim_config=sim_cfg, system=system
-        )
+            checkpoint, device=device, refine=refine, sim_config=sim_cfg, system=system,
+            noise=noise, read_noise_e=read_noise,
+        )  # fmt: skip
     except ValueError as err:  # no system to refine with, binning, pixel size
         raise UserError(str(err).splitlines()[0]) from None
     if data is not None:
@@ -91,6 +123,10 @@ def predict_command(
     else:
         lab = load_lab_frames(frames, clear, dark, npix=rec.estimator.npix)
         x, clear_x = lab.intensity, lab.clear
+        if rec.refined is not None:
+            pupil_px = rec.refined.model.pupil_pixels
+            if (noise := stated_noise(lab, gain, photons, read_noise, pupil_px)) is not None:
+                rec.use_noise(noise)
         wl_m = [float(w) * 1e-6 for w in wavelengths.split(",")] if wavelengths else None
         source = str(frames)
     try:
@@ -116,6 +152,8 @@ def predict_command(
         table.add_row(str(i), f"{opd[inside].std():.1f}", modes)
     console.print(table)
     if (rep := result.refine_report) is not None:
+        origin = "stated" if detector or data is None else "the file's"
+        console.print(f"noise: {_noise_line(rec, None if data is not None else lab, origin)}")
         counts = ", ".join(f"{v} {k}" for k, v in rep.counts().items() if v)
         console.print(
             f"refined ({refine}), frames per status: {counts}; "

@@ -39,8 +39,11 @@ def closed_loop(
     max_samples: int | None = None,
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
+    detector: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run the loop on the test set's aberrations; returns the loop report (JSON-able).
+
+    `detector`: config overrides of the frames' noise (``detector.photons``, ...).
 
     Returns:
         ``per_sample.residual_rms_nm``: (n, iterations + 1) [nm], column 0 the
@@ -53,7 +56,7 @@ def closed_loop(
         raise ValueError(f"gain must lie in (0, 2], got {gain}")
     path = Path(data_path)
     with open_test_set(path) as ts:
-        cfg = ts.sim_config()
+        cfg = ts.sim_config().with_overrides(**(detector or {}))
         n = ts.n if max_samples is None else min(int(max_samples), ts.n)
         opd_all = np.asarray(ts.file["opd"][:n], dtype=np.float64)  # (n, H, W) [nm]
         clear = ts.clear(0, 1) if needs_clear(estimator) else None  # the nominal pupil's
@@ -111,6 +114,8 @@ def closed_loop(
         "iterations": iterations,
         "gain": gain,
         "noise": noisy,
+        "photons": cfg.detector.photons,
+        "read_noise_e": float(cfg.detector.read_noise_e),
         "median_by_iteration_nm": np.median(residual, axis=0).tolist(),
         "capture_range_nm": cr.capture_range_nm,
         "largest_passing_nm": cr.largest_passing_nm,

@@ -35,6 +35,7 @@ __all__ = [
     "CalibrationResult",
     "calibrate",
     "load_calibration",
+    "calibrated_intensity",
     "save_calibration",
     "system_intensity",
 ]
@@ -159,13 +160,13 @@ class _CalibrationProblem:
 
     def evaluate(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         intensity = self.intensity(x[0])
-        cost = summed_deviance(self.noise, intensity.flatten()[None], self.frames.flatten()[None])
-        return cost, (intensity.flatten()[None],)
+        cost = summed_deviance(self.noise, intensity[None], self.frames[None])
+        return cost, (intensity[None],)  # the state of the one problem (batch 1)
 
     def gauss_newton(self, x: torch.Tensor, state: tuple, idx: torch.Tensor) -> tuple:
-        intensity = state[0][0]
-        w = self.noise.weights(intensity)  # Fisher scoring: the weights at the model
-        r = (intensity - self.y_fit.flatten()) * w
+        intensity = state[0][0]  # (B, L, N, N)
+        w = self.noise.weights(intensity).flatten()  # Fisher scoring: the weights at the model
+        r = (intensity.flatten() - self.y_fit.flatten()) * w
         n_per = self.n_fit + self.n_l
 
         def flat(p: torch.Tensor) -> torch.Tensor:
@@ -234,6 +235,22 @@ def calibrate(
         int(sol.iterations[0]),
         str(sol.status[0]),
     )
+
+
+def calibrated_intensity(
+    cfg: SimConfig, fit: CalibrationResult, modes: Sequence[int], device: str = "cpu"
+) -> torch.Tensor:
+    """The model intensities (B, L, N, N) float64 of a calibration's fitted frames."""
+    f64 = torch.float64
+    with torch.no_grad():
+        engine = ZWFSModel(cfg.model_copy(update={"precision": "complex128"}), device)
+        basis = torch.as_tensor(zernike_basis(list(modes), cfg.pupil.npix), dtype=f64)
+
+        def t(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(x, dtype=f64, device=device)
+
+        return system_intensity(engine, basis.to(device), t(fit.coeffs_nm), t(fit.system),
+                                t(fit.log_flux))  # fmt: skip
 
 
 def save_calibration(fit: CalibrationResult, path: str | os.PathLike, **info: Any) -> Path:

@@ -29,6 +29,8 @@ from recon.estimators.base import (
 )
 from recon.refine.forward import FrameModel
 from recon.refine.modal import MODAL_MAX_ITER, refine_modal
+from recon.refine.noise import NoiseModel
+from recon.refine.noise_estimate import NoiseEstimate, estimate_noise
 from recon.refine.report import RefineReport
 from recon.refine.symmetry import SYMMETRIES, transform, untransform
 from recon.refine.zonal import ZONAL_MAX_ITER, refine_zonal
@@ -109,8 +111,8 @@ class RefinedEstimator:
         plan = hardware_plan(device)
         self.matmul_precision = plan.refine_matmul
         self.model = FrameModel(cfg, device, dtype or plan.refine_torch_dtype, system)
-        self.noise = self.model.noise() if weighted else None
-        self._judge = self.model.noise()  # good_fit: the frames' own noise, weighted or not
+        self.weighted = weighted
+        self.use_noise(self.model.noise())
         j_max = cfg.aberration.noll_max if noll_max is None else int(noll_max)
         self.modes = list(range(2, j_max + 1))
         basis = torch.as_tensor(zernike_basis(self.modes, cfg.pupil.npix), device=self.model.device)
@@ -129,6 +131,45 @@ class RefinedEstimator:
         self.mask = self.model.mask
         self.needs_clear = needs_clear(base)
         self.last_report: RefineReport | None = None
+
+    def use_noise(self, noise: NoiseModel) -> None:
+        """Fit and judge frames with this noise (weights only when `weighted`)."""
+        self.noise = noise if self.weighted else None
+        self._judge = noise  # good_fit: the frames' own noise, weighted or not
+
+    @property
+    def frame_noise(self) -> NoiseModel:
+        """The noise the frames are judged by (`use_noise`)."""
+        return self._judge
+
+    def estimate_noise(
+        self,
+        intensities: np.ndarray | torch.Tensor,
+        wavelengths_m: Sequence[float] | None = None,
+        clear: np.ndarray | torch.Tensor | None = None,
+        read_noise_e: float | None = None,
+        max_frames: int = 32,
+    ) -> NoiseEstimate:
+        """The frames' photon level and read noise (`estimate_noise`) from least-squares
+        fits of the first `max_frames` from the base's estimates; `use_noise` applies it."""
+        x = as_frames(intensities, self.wavelengths_m, self.npix, wavelengths_m)
+        c = None
+        if clear is not None:
+            c = as_clear(clear, self.wavelengths_m, self.npix, len(x), wavelengths_m)
+            c = np.ascontiguousarray(np.broadcast_to(c, x.shape)[:max_frames])
+        x = x[:max_frames]
+        rows = np.arange(len(x))
+        start = self._start(x, c, rows, SYMMETRIES[0])
+        noise, judge = self.noise, self._judge
+        self.noise, self._judge = None, NoiseModel(None)  # least squares: unit weights
+        try:
+            opd, rep = self._refine_batches(x, c, rows, start, "modal")
+        finally:
+            self.noise, self._judge = noise, judge
+        amplitude = None if c is None else self.model.measured_amplitude(c)
+        with torch.no_grad():
+            fit = self.model.linearise(self.model.tensor(opd), amplitude).intensity
+        return estimate_noise(fit, x, self.model.lit, rep.misfit, read_noise_e)
 
     def estimate(
         self,

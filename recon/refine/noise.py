@@ -11,6 +11,7 @@ at the truth (`good_fit`), and the Cramer-Rao bound (`recon.refine.crb`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,14 +40,58 @@ class NoiseModel:
 
     Attributes:
         counts_per_unit: photo-electrons per pixel for a normalised intensity of 1
-            (photons in the clear pupil / pupil pixels); None: no photon noise.
+            (photons in the clear pupil / pupil pixels), one for all wavelengths or one
+            per wavelength (a lab's clear level differs between them); None: no photon
+            noise.
         read_noise_e: read noise [e- RMS per pixel].
         poisson: False: read noise alone (uniform weights, a Gaussian deviance).
     """
 
-    counts_per_unit: float | None
+    counts_per_unit: float | tuple[float, ...] | None
     read_noise_e: float = 0.0
     poisson: bool = True
+
+    @classmethod
+    def from_photons(
+        cls, photons: float | None, read_noise_e: float, pupil_pixels: int
+    ) -> NoiseModel:
+        """Photons in the clear pupil per frame and wavelength, spread over `pupil_pixels`,
+        and read noise [e-] (`sim.detector.add_noise`'s model). Read noise without a photon
+        level: frames scaled by 1e6 counts per unit without Poisson noise (uniform weights)."""
+        read = float(read_noise_e)
+        if read < 0 or (photons is not None and not photons > 0):
+            raise ValueError(f"photons must be > 0 and read noise >= 0, got {photons}, {read}")
+        if photons is None and read == 0:
+            return cls(None, 0.0)
+        if photons is None:
+            return cls(1e6, read, poisson=False)
+        return cls(float(photons) / pupil_pixels, read)
+
+    @classmethod
+    def from_camera(
+        cls,
+        clear_level_adu: Sequence[float],
+        gain_e_per_adu: float,
+        read_noise_e: float,
+        pixel_area: float = 1.0,
+    ) -> NoiseModel:
+        """The noise of lab frames normalised by their clear level (`data.lab.LabFrames`).
+
+        A model pixel averages `pixel_area` camera pixels, so one normalised unit holds
+        clear_level x gain x pixel_area photo-electrons (per wavelength) and the read
+        noise of the sum is sqrt(pixel_area) x read_noise_e. The dark and clear frames
+        are taken as averages of many frames (their own noise neglected).
+        """
+        if not gain_e_per_adu > 0 or read_noise_e < 0 or not pixel_area > 0:
+            raise ValueError(
+                f"gain must be > 0 e-/ADU and read noise >= 0 e-, got {gain_e_per_adu}, "
+                f"{read_noise_e}"
+            )
+        levels = np.asarray(clear_level_adu, dtype=np.float64).ravel()
+        if not (levels > 0).all():
+            raise ValueError(f"clear level must be > 0 ADU, got {levels.tolist()}")
+        counts = tuple(float(x) for x in levels * gain_e_per_adu * pixel_area)
+        return cls(counts[0] if len(counts) == 1 else counts, read_noise_e * pixel_area**0.5)
 
     @classmethod
     def from_config(cls, cfg: SimConfig, pupil_pixels: int) -> NoiseModel:
@@ -55,12 +100,22 @@ class NoiseModel:
         Read noise without a photon level: `add_noise` scales the frames by 1e6 counts
         per unit and adds no Poisson noise; the weights are then uniform.
         """
-        photons, read = cfg.detector.photons, float(cfg.detector.read_noise_e)
-        if photons is None and read == 0:
-            return cls(None, 0.0)
-        if photons is None:
-            return cls(1e6, read, poisson=False)
-        return cls(float(photons) / pupil_pixels, read)
+        return cls.from_photons(cfg.detector.photons, cfg.detector.read_noise_e, pupil_pixels)
+
+    def counts(self, like: torch.Tensor) -> torch.Tensor | float:
+        """Counts per unit broadcastable against `like` (..., L, N, N): a scalar, or (L, 1, 1)."""
+        n = self.counts_per_unit
+        if isinstance(n, tuple):
+            if like.ndim < 3 or like.shape[-3] != len(n):
+                raise ValueError(f"{len(n)} clear levels for frames of shape {tuple(like.shape)}")
+            return torch.as_tensor(n, dtype=like.dtype, device=like.device)[:, None, None]
+        return n
+
+    @property
+    def mean_counts(self) -> float | None:
+        """Counts per unit averaged over the wavelengths (None without photon noise)."""
+        n = self.counts_per_unit
+        return None if n is None else float(np.mean(n))
 
     @property
     def noisy(self) -> bool:
@@ -78,9 +133,10 @@ class NoiseModel:
         noise (plain least squares). Everything else derives from it."""
         if self.counts_per_unit is None:
             return torch.ones_like(intensity)
-        n = self.counts_per_unit
+        n = self.counts(intensity)
         if not self.poisson:
-            return torch.full_like(intensity, max(self.read_noise_e, 1e-3) ** 2 / n**2)
+            sigma = max(self.read_noise_e, 1e-3) / n
+            return torch.ones_like(intensity) * sigma**2
         return (intensity.clamp(min=0.0) * n + self.shift) / n**2
 
     def weights(self, intensity: torch.Tensor) -> torch.Tensor:
@@ -93,7 +149,8 @@ class NoiseModel:
         the deviance's gradient, dark pixels with negative read noise included."""
         if self.counts_per_unit is None or not self.poisson:
             return frames
-        return frames.clamp(min=-self.shift / self.counts_per_unit)
+        floor = -self.shift / self.counts(frames)
+        return frames.clamp(min=floor) if isinstance(floor, float) else torch.maximum(frames, floor)
 
     def deviance(self, intensity: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """Per-pixel deviance (same shape) of measured `frames` from model `intensity`.
@@ -106,7 +163,7 @@ class NoiseModel:
         """
         if self.counts_per_unit is None or not self.poisson:
             return ((intensity - frames) * self.weights(intensity)).square()
-        n = self.counts_per_unit
+        n = self.counts(intensity)
         mu = intensity.clamp(min=0.0) * n + self.shift
         d = (frames * n + self.shift).clamp(min=0.0)
         return shifted_poisson_deviance(d, mu)
@@ -118,7 +175,7 @@ class NoiseModel:
         if self.counts_per_unit is None or not self.poisson:
             return torch.ones_like(intensity), torch.full_like(intensity, 2.0)
         grid_u, mean, var = _deviance_null_table(float(self.read_noise_e))
-        u = torch.log1p(intensity.clamp(min=0.0) * self.counts_per_unit).to(torch.float64)
+        u = torch.log1p(intensity.clamp(min=0.0) * self.counts(intensity)).to(torch.float64)
         u = torch.nan_to_num(u, nan=0.0)  # a NaN model (a NaN start) must not index out
         pos = (u / grid_u[1]).clamp(max=len(grid_u) - 1.000001)  # the grid is uniform in u
         i = pos.floor().long()
