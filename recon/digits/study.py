@@ -3,12 +3,12 @@
 1. Blocks: a `Classifier` from each block, its widths scaled to `params_target`
    parameters (`widths_for_cost`); test accuracy over seeds, parameters, FLOPs and the
    CPU batch-1 latency (interleaved rounds, the lowest kept).
-2. DONE: for each held-out digit, a classifier trained on the nine others gets the
-   tenth class from k random training images of it (`Classifier.add_class`, no
-   training); the accuracy of the new class and of the old ones, before and after,
-   averaged over `draws` draws of the k images.
+2. DONE: for each block of 1 and each held-out digit, a classifier trained on the nine
+   others gets the tenth class from k random training images of it
+   (`Classifier.add_class`, no training); the accuracy of the new class and of the old
+   ones, before and after, averaged over `draws` draws of the k images.
 3. Distillation: a small student trained alone, with KD, and with KD and the feature
-   loss, from one larger teacher; the same seeds for each.
+   loss, from one larger teacher; the same seeds for each, compared seed by seed.
 """
 
 from __future__ import annotations
@@ -46,14 +46,13 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=40))
     latency_rounds: int = 3
-    done_block: str = "residual"
-    done_widths: tuple[int, ...] = (8, 16, 32)
     held_out: tuple[int, ...] = tuple(range(N_CLASSES))
     shots: tuple[int, ...] = (1, 5)
     draws: int = 20
+    distill_block: str = "residual"
     teacher_widths: tuple[int, ...] = (32, 64, 128)
     student_widths: tuple[int, ...] = (4, 8, 16)
-    distill_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    distill_seeds: tuple[int, ...] = tuple(range(10))
     kd_weight: float = 0.5
     temperature: float = 4.0
     feature_weight: float = 1.0
@@ -115,14 +114,19 @@ def _remap(y: torch.Tensor, held_out: int) -> torch.Tensor:
     return y - (y > held_out).long()
 
 
-def done_rows(d: Digits, cfg: StudyConfig) -> list[dict[str, Any]]:
-    """For each held-out digit: old-class accuracy before; after adding it from k shots,
-    the new class's accuracy (recall) and the old classes', mean over the draws."""
+def done_rows(d: Digits, cfg: StudyConfig, widths: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """For each block (its `widths`) and held-out digit: old-class accuracy before; after
+    adding the digit from k shots, the new class's accuracy (recall) and the old
+    classes', mean over the draws."""
+    return [row for block, w in widths.items() for row in _done_block(d, cfg, block, w)]
+
+
+def _done_block(d: Digits, cfg: StudyConfig, block: str, widths: list[int]) -> list[dict]:
     rows = []
     for h in cfg.held_out:
         kept = d.without(h)
         nine = Digits(kept.x_train, _remap(kept.y_train, h), kept.x_test, _remap(kept.y_test, h))
-        base = _trained(cfg.done_block, cfg.done_widths, nine, cfg.seeds[0], cfg.fit)
+        base = _trained(block, widths, nine, cfg.seeds[0], cfg.fit)
         before = accuracy(base, nine.x_test, nine.y_test)
         pool = d.x_train[d.y_train == h]  # training images of the held-out digit
         new_test = d.x_test[d.y_test == h]
@@ -134,15 +138,16 @@ def done_rows(d: Digits, cfg: StudyConfig) -> list[dict[str, Any]]:
                 label = model.add_class(pool[torch.randperm(len(pool), generator=g)[:k]])
                 new_acc.append((predict(model, new_test) == label).float().mean().item())
                 old_acc.append(accuracy(model, nine.x_test, nine.y_test))
-            rows.append({"held_out": h, "shots": k, "old_before": before,
+            rows.append({"block": block, "held_out": h, "shots": k, "old_before": before,
                          "old_after": statistics.fmean(old_acc),
                          "new": statistics.fmean(new_acc)})  # fmt: skip
     return rows
 
 
 def distill_rows(d: Digits, cfg: StudyConfig) -> dict[str, Any]:
-    """Test accuracy of the student alone, with KD, with KD and the feature loss."""
-    block = cfg.done_block
+    """Test accuracy of the student alone, with KD, with KD and the feature loss; the
+    distilled students' gain over the student alone of the same seed."""
+    block = cfg.distill_block
     teacher = _trained(block, cfg.teacher_widths, d, 0, cfg.fit)
     variants = {
         "alone": None,
@@ -161,19 +166,31 @@ def distill_rows(d: Digits, cfg: StudyConfig) -> dict[str, Any]:
                     "accuracy": accuracy(teacher, d.x_test, d.y_test)},
         "student": {"widths": list(cfg.student_widths), "params": count_parameters(student)},
         "accuracy": {name: _mean_sd(a) for name, a in accs.items()},
+        "gain_over_alone": {
+            name: _gain(a, accs["alone"]) for name, a in accs.items() if name != "alone"
+        },
         "accuracies": accs,
         "kd_weight": cfg.kd_weight, "temperature": cfg.temperature,
         "feature_weight": cfg.feature_weight,
     }  # fmt: skip
 
 
+def _gain(accs: list[float], alone: list[float]) -> dict[str, float]:
+    """Seed-by-seed accuracy gain over the student alone: mean, sd, min, max, and the
+    number of seeds better and worse."""
+    gains = [a - b for a, b in zip(accs, alone, strict=True)]
+    return {**_mean_sd(gains), "better": sum(g > 0 for g in gains),
+            "worse": sum(g < 0 for g in gains)}  # fmt: skip
+
+
 def run_study(d: Digits, cfg: StudyConfig) -> dict[str, Any]:
     """The three experiments; a JSON-ready dict."""
+    blocks = block_rows(d, cfg)
     return {
         "config": asdict(cfg),
         "data": {"train": len(d.y_train), "test": len(d.y_test)},
-        "blocks": block_rows(d, cfg),
-        "done": done_rows(d, cfg),
+        "blocks": blocks,
+        "done": done_rows(d, cfg, {r["block"]: r["widths"] for r in blocks}),
         "distillation": distill_rows(d, cfg),
     }
 
@@ -188,13 +205,15 @@ def tables(result: dict[str, Any]) -> str:
         lines.append(f"| {r['block']} | {r['widths']} | {r['params'] / 1e3:.1f} k | "
                      f"{r['flops'] / 1e3:.0f} | {100 * a['mean']:.2f}, {100 * a['min']:.2f} | "
                      f"{r['latency_ms']:.2f} |")  # fmt: skip
-    lines += ["", "| shots | old classes before % | after % | new class % |", "|--:|--:|--:|--:|"]
-    for k in result["config"]["shots"]:
-        rows = [r for r in result["done"] if r["shots"] == k]
-        mean = {key: 100 * statistics.fmean(r[key] for r in rows)
-                for key in ("old_before", "old_after", "new")}  # fmt: skip
-        lines.append(f"| {k} | {mean['old_before']:.2f} | {mean['old_after']:.2f} | "
-                     f"{mean['new']:.1f} |")  # fmt: skip
+    lines += ["", "| block | shots | old classes before % | after % | change | new class % |",
+              "|---|--:|--:|--:|--:|--:|"]  # fmt: skip
+    for block in dict.fromkeys(r["block"] for r in result["done"]):
+        for k in result["config"]["shots"]:
+            rows = [r for r in result["done"] if r["shots"] == k and r["block"] == block]
+            m = {key: 100 * statistics.fmean(r[key] for r in rows)
+                 for key in ("old_before", "old_after", "new")}  # fmt: skip
+            lines.append(f"| {block} | {k} | {m['old_before']:.2f} | {m['old_after']:.2f} | "
+                         f"{m['old_after'] - m['old_before']:+.2f} | {m['new']:.1f} |")  # fmt: skip
     dist = result["distillation"]
     t, s = dist["teacher"], dist["student"]
     lines += ["", f"teacher {t['widths']} ({t['params'] / 1e3:.1f} k): "
@@ -204,4 +223,10 @@ def tables(result: dict[str, Any]) -> str:
     for name, a in dist["accuracy"].items():
         lines.append(f"| {name} | {100 * a['mean']:.2f} +- {100 * a['sd']:.2f} | "
                      f"{100 * a['min']:.2f} | {100 * a['max']:.2f} |")  # fmt: skip
+    n = len(result["config"]["distill_seeds"])
+    lines += ["", f"| student | gain over alone, points (mean +- sd) | better | worse "
+              f"(of {n} seeds) |", "|---|--:|--:|--:|"]  # fmt: skip
+    for name, g in dist["gain_over_alone"].items():
+        lines.append(f"| {name} | {100 * g['mean']:+.2f} +- {100 * g['sd']:.2f} | "
+                     f"{g['better']} | {g['worse']} |")  # fmt: skip
     return "\n".join(lines)
