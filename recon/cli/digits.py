@@ -37,5 +37,5 @@ def digits_command(
         cfg = replace(cfg, seeds=tuple(range(seeds)))
     result = run_study(load_digits_split(), cfg)
     result["threads"] = threads
-    console.print(tables(result), markup=False, highlight=False)
+    typer.echo(tables(result))
     console.print(f"JSON: {write_json_atomic(out, result)}")

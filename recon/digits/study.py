@@ -224,8 +224,8 @@ def tables(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {100 * a['mean']:.2f} +- {100 * a['sd']:.2f} | "
                      f"{100 * a['min']:.2f} | {100 * a['max']:.2f} |")  # fmt: skip
     n = len(result["config"]["distill_seeds"])
-    lines += ["", f"| student | gain over alone, points (mean +- sd) | better | worse "
-              f"(of {n} seeds) |", "|---|--:|--:|--:|"]  # fmt: skip
+    lines += ["", f"| student | gain over alone, points (mean +- sd) | better | worse (of {n}) |",
+              "|---|--:|--:|--:|"]  # fmt: skip
     for name, g in dist["gain_over_alone"].items():
         lines.append(f"| {name} | {100 * g['mean']:+.2f} +- {100 * g['sd']:.2f} | "
                      f"{g['better']} | {g['worse']} |")  # fmt: skip
