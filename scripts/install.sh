@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-extras=${1:-dev,dask,export}  # test, Dask and ONNX extras by default
+extras=${1:-dev,dask,export,digits}  # test, Dask, ONNX and digits extras by default
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     echo "install.sh: no torch found; installing torch==2.13.0"
     "$PY" -m pip install -q "torch==2.13.0"

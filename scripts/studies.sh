@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The studies of docs/results.md at 64 px on the CPU, one short training after another.
 #
-#   bash scripts/studies.sh [a|b|c|d ...]   # default: all four
+#   bash scripts/studies.sh [a|b|c|d|e ...]   # default: a b c d
 #
 # Trainings of a, b and d are equal in optimiser steps (EPOCHS=12: 3000 steps of 16 samples,
 # about 6 minutes each on 2 idle cores), so other jobs on the machine change their wall
@@ -11,6 +11,9 @@
 # b: the RMS range extended to 0-1000 nm in training and test
 # c: GRU against PhENN at equal training time and at equal parameters
 # d: every network of a and c at 1e6, 1e7, 1e8 photons (1 e- read noise; trained noise-free)
+# e: a U-Net from every registered block at the FLOPs of the residual one (widths scaled by
+#    scripts/block_study.py), EPOCHS_E=6 (1500 steps) each; latency and training ms/sample
+#    benchmarked after; table and Pareto plot (docs/images/study_e_pareto.png)
 # Outputs in $STUDY_DIR (default studies/): datasets, runs, one report per study; the
 # residual-against-RMS plots are copied to docs/images/study_<x>.png.
 set -euo pipefail
@@ -18,6 +21,7 @@ cd "$(dirname "$0")/.."
 out=${STUDY_DIR:-studies}
 budget=${BUDGET:-6m}        # study c: wall time per training
 epochs=${EPOCHS:-12}        # studies a, b, d: epochs of 250 steps per training
+epochs_e=${EPOCHS_E:-6}     # study e: epochs per block (14 trainings)
 n_test=${N_TEST:-1000}      # test samples per evaluation (study d: half of them)
 studies=("${@:-a b c d}")
 studies=(${studies[*]})
@@ -82,6 +86,17 @@ d)  say "d: photon noise (1 e- read noise) on networks trained without noise"
             "$(train gru-eqp "${d500[@]}" --arch gru --config "$out/gru_equal_params.yaml")" \
             --name "GRU 4 wl (0.56 M)"
     done ;;
-*)  echo "unknown study $s (a, b, c or d)" >&2; exit 2 ;;
+e)  say "e: U-Nets from every block at the residual U-Net's FLOPs ($epochs_e epochs each)"
+    python3 scripts/block_study.py configs --out "$out"
+    saved=$epochs; epochs=$epochs_e; runs=()
+    for cfg in "$out"/block_*.yaml; do
+        b=$(basename "$cfg" .yaml); b=${b#block_}
+        runs+=("$(train "block-$b" "${d500[@]}" --config "$cfg")" --name "$b")
+    done
+    epochs=$saved
+    report e "$out/test.h5" "${runs[@]}"
+    python3 scripts/block_study.py bench --out "$out"
+    python3 scripts/block_study.py table --out "$out" | tee "$out/study_e.md" ;;
+*)  echo "unknown study $s (a, b, c, d or e)" >&2; exit 2 ;;
 esac; done
 say "reports: $out/report_*/report.md; plots: docs/images/study_*.png"

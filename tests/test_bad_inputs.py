@@ -616,6 +616,7 @@ CASES: list[tuple[str, str, Callable[[dict[str, Path], Path], list[str]]]] = [
         lambda f, t: ["info", "--arch", "phenn", "--block", "nope", "--npix", "16"],
     ),
     ("bench-unknown-arch", R, lambda f, t: ["bench", "--arch", "nope", "--out", str(t / "b.json")]),
+    ("digits-no-seeds", R, lambda f, t: ["digits", "--seeds", "0", "--out", str(t / "d.json")]),
 ]
 
 
@@ -638,7 +639,7 @@ def test_the_sweep_covers_every_command() -> None:
     covered = {(which, build(_ANY, Path("/x"))[0]) for _, which, build in CASES}
     for cmd in ("generate", "show", "check", "bench"):
         assert (S, cmd) in covered
-    for cmd in ("train", "eval", "loop", "predict", "export", "distill", "info", "bench"):
+    for cmd in ("train", "eval", "loop", "predict", "export", "distill", "info", "bench", "digits"):
         assert (R, cmd) in covered
     assert len(CASES) >= 30
 

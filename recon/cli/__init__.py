@@ -11,6 +11,7 @@ import typer
 from common.cli import OneLineErrorGroup, one_line_errors
 from recon.cli.bench import bench_command, bench_refine_command
 from recon.cli.calibrate import calibrate_command
+from recon.cli.digits import digits_command
 from recon.cli.distill import distill_command
 from recon.cli.evaluate import eval_command
 from recon.cli.export import export_command
@@ -39,6 +40,7 @@ _COMMANDS = {
     "bench": bench_command,
     "bench-refine": bench_refine_command,
     "info": info_command,
+    "digits": digits_command,
 }
 for _name, _command in _COMMANDS.items():
     app.command(_name)(one_line_errors(_command))

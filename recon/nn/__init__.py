@@ -6,6 +6,9 @@ here too and is filled by importing `recon.losses` (which builds on this package
     from recon.nn import create_block, create_model, list_blocks
     block = create_block("edgevit", 32, 64, window=4)
     model = create_model("unet", in_ch=4, out_ch=1, block="elan", bottleneck="edgevit")
+    features = create_model("encoder", in_ch=1, widths=[16, 32], block="dwsep")
+    features.feature_info.channels(), features.feature_info.reduction()  # [16, 32], [1, 2]
+    net = create_model("classifier", in_ch=1, out_ch=10, block="residual")
 """
 
 from __future__ import annotations
@@ -57,7 +60,10 @@ from recon.nn.complexity import (
     measure_throughput,
     profile_model,
 )
+from recon.nn.features import FeatureInfo
+from recon.nn.heads import Classifier, ClassifierHead, SegmentationHead, Segmenter
 from recon.nn.layers import ConvNormAct, LayerNorm2d, create_act, create_norm
+from recon.nn.scaling import scale_widths, widths_for_cost, widths_for_flops
 from recon.nn.timm_encoder import TimmEncoder, TimmUNet
 from recon.nn.unet import UNet, UNetDecoder, UNetEncoder, deep_supervision_loss
 
@@ -68,6 +74,8 @@ __all__ = [
     "AsymmetricBlock",
     "BottleneckBlock",
     "CSPStage",
+    "Classifier",
+    "ClassifierHead",
     "ConvNormAct",
     "DepthwiseSeparableBlock",
     "DilatedBlock",
@@ -75,6 +83,7 @@ __all__ = [
     "EELANBlock",
     "ELANBlock",
     "EdgeViTBlock",
+    "FeatureInfo",
     "LayerNorm2d",
     "ModelComplexity",
     "PartialResidualBlock",
@@ -82,6 +91,8 @@ __all__ = [
     "Registry",
     "RepConv",
     "ResidualBlock",
+    "SegmentationHead",
+    "Segmenter",
     "ShuffleBlock",
     "TimmEncoder",
     "TimmUNet",
@@ -112,4 +123,7 @@ __all__ = [
     "register_loss",
     "register_model",
     "reparameterize_model",
+    "scale_widths",
+    "widths_for_cost",
+    "widths_for_flops",
 ]

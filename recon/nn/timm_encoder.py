@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from recon.nn.features import FeatureInfo
 from recon.nn.layers import ConvNormAct
 from recon.nn.registry import register_model
 from recon.nn.unet import UNetDecoder, check_divisible
@@ -65,6 +66,11 @@ class TimmEncoder(nn.Module):
         )
         self.out_channels: list[int] = list(self.model.feature_info.channels())
         self.reductions: list[int] = list(self.model.feature_info.reduction())
+        self.feature_info = FeatureInfo(
+            self.out_channels,
+            self.reductions,
+            [f"model.{name}" for name in self.model.feature_info.module_name()],
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.model(x))

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from recon.nn.features import FeatureInfo
 from recon.nn.layers import ConvNormAct
 from recon.nn.registry import create_block, register_model
 
@@ -67,7 +68,9 @@ def _stage(
 class UNetEncoder(nn.Module):
     """Stem conv, then one stage per width; stages after the first halve H and W first.
 
-    Shapes: (B, in_ch, H, W) -> [(B, widths[i], H / 2^i, W / 2^i) for each i].
+    Shapes: (B, in_ch, H, W) -> [(B, widths[i], H / 2^i, W / 2^i) for each i]; the
+    channels and strides are also in `feature_info` (as timm's): the encoder of any block
+    is a feature extractor for a decoder or a head (`recon.nn.heads`).
 
     Args:
         in_ch: input channels (e.g. the number of wavelengths).
@@ -97,6 +100,7 @@ class UNetEncoder(nn.Module):
         kw = dict(block_kw or {})
         self.out_channels: list[int] = list(widths)
         self.reductions: list[int] = [2**i for i in range(len(widths))]
+        self.feature_info = FeatureInfo(self.out_channels, self.reductions)
         self.stem = ConvNormAct(in_ch, widths[0], 3, norm=norm, act=act)
         self.stages = nn.ModuleList()
         prev = widths[0]
