@@ -35,6 +35,7 @@ from recon.refine.estimator import RefinedEstimator
 from recon.refine.noise import NoiseModel
 from recon.refine.noise_estimate import NoiseEstimate
 from recon.refine.report import RefineReport
+from recon.refine.tracker import FrameTracker, TrackStep
 from sim.config import SimConfig
 from sim.zernike import zernike_basis, zernike_coefficients
 
@@ -90,6 +91,7 @@ class Reconstructor:
         self.read_noise_e = read_noise_e
         self.noise_estimate: NoiseEstimate | None = None
         self.refined: RefinedEstimator | None = None
+        self._tracker: FrameTracker | None = None
         if refine is not None:
             cfg = sim_config
             if cfg is None:
@@ -106,6 +108,29 @@ class Reconstructor:
         # the grid of the model: array width = pupil diameter (unit diameter here)
         self.basis = zernike_basis(list(self.modes), npix, 1.0)
         self.mask = estimator.mask
+
+    def track(
+        self, frame: np.ndarray, clear: np.ndarray | None = None, steps: int = 3, refresh: int = 1
+    ) -> TrackStep:
+        """One frame (L, H, W) of a loop at frame rate: the last frame's estimate refined by
+        `steps` Gauss-Newton steps (`recon.refine.FrameTracker`; the Jacobian refreshed
+        every `refresh` frames; the network reseeds the first frame and any poor fit).
+        `reset_tracking` forgets the state. Needs refine="modal"."""
+        if self.refined is None or self.refined.mode != "modal":
+            raise ValueError("tracking refines the last estimate: build with refine='modal'")
+        if self.noise == "estimate" and self.noise_estimate is None:
+            self.noise_estimate = self.refined.estimate_noise(frame, None, clear, self.read_noise_e)
+            self.refined.use_noise(self.noise_estimate.model())
+        if self._tracker is None or (self._tracker.steps, self._tracker.refresh) != (
+            steps,
+            refresh,
+        ):
+            self._tracker = FrameTracker(self.refined, steps=steps, refresh=refresh)
+        return self._tracker(frame, clear)
+
+    def reset_tracking(self) -> None:
+        """The next `track` call starts from the network's estimate."""
+        self._tracker = None
 
     def use_noise(self, noise: NoiseModel) -> None:
         """Refine with this noise from now on (`NoiseModel.from_camera`, `.from_photons`)."""

@@ -17,6 +17,7 @@
 # Each evaluated as the network alone, + modal and + zonal refinement (recon eval
 # --refine); outputs: OUT/report_<set>_<p>_<modal|zonal>/report.{json,md}.
 set -euo pipefail
+shopt -s inherit_errexit  # a failed training inside $(...) stops the study
 cd "$(dirname "$0")/.."
 out=${1:-studies/realism}
 budget=${BUDGET:-12m}

@@ -19,16 +19,19 @@ from recon.refine.modal import refine_modal
 from recon.refine.noise import NoiseModel, good_fit
 from recon.refine.report import RefineReport
 from recon.refine.solver import STATUSES
+from recon.refine.tracker import FrameTracker, TrackStep
 from recon.refine.zonal import refine_zonal
 
 __all__ = [
     "STATUSES",
     "CalibrationResult",
     "FrameModel",
+    "FrameTracker",
     "Linearisation",
     "NoiseModel",
     "RefineReport",
     "RefinedEstimator",
+    "TrackStep",
     "ZeroEstimator",
     "calibrate",
     "good_fit",
