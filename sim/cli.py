@@ -11,6 +11,7 @@ from rich.table import Table
 from common.cli import OneLineErrorGroup, UserError, console, one_line_errors, progress_bar
 from common.io import write_json_atomic
 from sim.config import load_sim_config
+from sim.system_cli import system_command
 
 app = typer.Typer(
     cls=OneLineErrorGroup,
@@ -18,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+app.command("system")(system_command)
 
 ConfigOpt = Annotated[
     str, typer.Option("--config", "-c", help="config name in configs/sim/ or a YAML path")

@@ -32,6 +32,7 @@ __all__ = [
     "SimConfig",
     "TolerancesConfig",
     "load_sim_config",
+    "system_sim_config",
     "validate_sim_config",
 ]
 
@@ -246,5 +247,16 @@ def validate_sim_config(data: dict[str, Any]) -> SimConfig:
 
 
 def load_sim_config(name_or_path: str | os.PathLike = "paper") -> SimConfig:
-    """Load a YAML config by path, or a packaged one by name ("paper", "quick")."""
-    return validate_sim_config(read_yaml_mapping(name_or_path, "sim"))
+    """Load a YAML config by path, or a packaged one by name ("paper", "quick"); a system
+    file (``kind: zwfs-system``, `sim.system_file`) is converted."""
+    data = read_yaml_mapping(name_or_path, "sim")
+    if data.get("kind") == "zwfs-system":
+        return system_sim_config(data)
+    return validate_sim_config(data)
+
+
+def system_sim_config(system: Any) -> SimConfig:
+    """The `SimConfig` of a system file (`sim.system_file.SystemFile` or its mapping)."""
+    from sim.system_file import system_mapping
+
+    return validate_sim_config(system_mapping(system))

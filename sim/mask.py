@@ -9,6 +9,7 @@ import torch
 
 from sim.config import MaskConfig
 from sim.geometry import disk_cell_areas
+from sim.materials import fused_silica_index
 
 __all__ = ["dot_footprint", "dot_phase_rad", "focal_coordinates", "fused_silica_index"]
 
@@ -42,14 +43,6 @@ def dot_footprint(
         yy, xx = torch.meshgrid(u, u, indexing="ij")
         out = (torch.hypot(xx, yy) <= d / 2).to(torch.float64)
     return out.numpy() if as_numpy else out
-
-
-def fused_silica_index(wavelength_um: np.ndarray) -> np.ndarray:
-    """Refractive index of fused silica (Malitson 1965 Sellmeier), wavelength in um."""
-    w2 = np.asarray(wavelength_um, dtype=float) ** 2
-    b = (0.6961663, 0.4079426, 0.8974794)
-    c = (0.0684043**2, 0.1162414**2, 9.896161**2)
-    return np.sqrt(1 + sum(bi * w2 / (w2 - ci) for bi, ci in zip(b, c, strict=True)))
 
 
 def dot_phase_rad(wavelengths_um: Sequence[float], mask: MaskConfig) -> np.ndarray:

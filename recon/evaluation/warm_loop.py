@@ -31,7 +31,7 @@ from sim.zwfs import ZWFSModel
 
 __all__ = ["drifting_coefficients", "warm_loop", "write_warm_report"]
 
-SETTLE_FRAMES = 3  # frames after which the residual is judged (issue 22's target)
+SETTLE_FRAMES = 3  # frames after which the residual is judged against the bound
 
 
 def drifting_coefficients(
