@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from data.schema import PUPIL_THRESHOLD, DatasetError
 
-__all__ = ["LabFrameError", "LabFrames", "load_lab_frames", "read_fits_image"]
+__all__ = ["LabFrameError", "LabFrames", "lab_frames", "load_lab_frames", "read_fits_image"]
 
 _MIN_PUPIL_PIXELS = 12
 
@@ -71,14 +71,14 @@ def read_fits_image(path: str | os.PathLike) -> np.ndarray:
     raise LabFrameError(f"{path} holds no image with 2 or more dimensions")
 
 
-def _as_planes(arr: np.ndarray, what: str, path: Path, max_ndim: int) -> np.ndarray:
+def _as_planes(arr: np.ndarray, what: str, path: str, max_ndim: int) -> np.ndarray:
     """(H, W) -> (1, H, W); (L, H, W) and (B, L, H, W) kept (up to `max_ndim`)."""
     if not 2 <= arr.ndim <= max_ndim:
         raise LabFrameError(f"{what} {path} has {arr.ndim} dimensions; expected 2..{max_ndim}")
     return arr[None] if arr.ndim == 2 else arr
 
 
-def _find_pupil(img: np.ndarray, threshold: float, path: Path) -> np.ndarray:
+def _find_pupil(img: np.ndarray, threshold: float, path: str) -> np.ndarray:
     """Boolean mask of the largest bright region of a clear-pupil image."""
     top = np.percentile(img, 99.5)
     bright = img > 0.5 * top
@@ -128,13 +128,32 @@ def load_lab_frames(
 ) -> LabFrames:
     """Read ZWFS frames (H, W), (L, H, W) or (B, L, H, W) and a clear-pupil frame (H, W) or
     (L, H, W), subtract the dark (H, W) or (L, H, W), centre, crop, resample, normalise."""
+    fpath, cpath = Path(frames_fits), Path(clear_fits)
+    dark = None if dark_fits is None else read_fits_image(dark_fits)
+    return lab_frames(
+        read_fits_image(fpath), read_fits_image(cpath), dark, npix, pupil_threshold,
+        names=(str(fpath), str(cpath), str(dark_fits)),
+    )  # fmt: skip
+
+
+def lab_frames(
+    frames: np.ndarray,
+    clear: np.ndarray,
+    dark: np.ndarray | None = None,
+    npix: int | None = None,
+    pupil_threshold: float = 0.5,
+    names: tuple[str, str, str] = ("frames", "clear frame", "dark"),
+) -> LabFrames:
+    """`load_lab_frames` on arrays a camera returns [counts]: frames (H, W), (L, H, W) or
+    (B, L, H, W), clear (H, W) or (L, H, W), dark (H, W) or (L, H, W); `names` label them
+    in errors."""
     if not 0 < pupil_threshold < 1:
         raise ValueError(f"pupil_threshold must lie in (0, 1), got {pupil_threshold}")
     if npix is not None and npix < 2:
         raise ValueError(f"npix must be >= 2, got {npix}")
-    fpath, cpath = Path(frames_fits), Path(clear_fits)
-    frames = _as_planes(read_fits_image(fpath), "frames", fpath, 4)
-    clear = _as_planes(read_fits_image(cpath), "clear frame", cpath, 3)
+    fpath, cpath, dpath = names
+    frames = _as_planes(np.asarray(frames, dtype=np.float64), "frames", fpath, 4)
+    clear = _as_planes(np.asarray(clear, dtype=np.float64), "clear frame", cpath, 3)
     n_wl = frames.shape[-3]
     if clear.shape[-2:] != frames.shape[-2:]:
         raise LabFrameError(
@@ -145,9 +164,8 @@ def load_lab_frames(
         raise LabFrameError(
             f"the clear frame {cpath} has {clear.shape[0]} planes; frames have {n_wl} wavelengths"
         )
-    if dark_fits is not None:
-        dpath = Path(dark_fits)
-        dark = _as_planes(read_fits_image(dpath), "dark", dpath, 3)
+    if dark is not None:
+        dark = _as_planes(np.asarray(dark, dtype=np.float64), "dark", dpath, 3)
         if dark.shape[-2:] != frames.shape[-2:] or dark.shape[0] not in (1, n_wl):
             raise LabFrameError(
                 f"dark shape {dark.shape} of {dpath} does not fit frames {frames.shape} of {fpath}"

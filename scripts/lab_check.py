@@ -2,11 +2,12 @@
 
     python3 scripts/lab_check.py RUN [OUT]     # OUT default: studies/lab
 
-RUN: a PhENN run folder at 64 px, four wavelengths (e.g. studies/refine_after/runs/phenn/*,
-trained on noiseless frames by scripts/refinement_tables.sh). Frames of the quick config
-(Noll 2-36) at 1e7 photons and 1.5 e- read noise, as a camera at 0.8 e-/ADU with a 200
-ADU bias would record them (rounded to whole ADU, inside a 96 x 100 frame), with a master
-clear and dark frame.
+RUN: a network's run folder (e.g. studies/refine_after/runs/phenn/*, the quick config's
+PhENN trained on noiseless frames by scripts/refinement_tables.sh, or the SPHERE run of
+scripts/sphere_walkthrough.sh). Frames of the run's own system (Noll 2-36) at 1e7
+photons and 1.5 e- read noise, as a camera at 0.8 e-/ADU with a 200 ADU bias would record
+them (rounded to whole ADU, inside a frame 32 px larger than the pupil grid), with a
+master clear and dark frame.
 
 1. Noise: 200 frames of 0-500 nm RMS through `load_lab_frames` and the `Reconstructor`
    (modal refinement) with the noise (a) stated (gain and read noise), (b) measured from
@@ -34,29 +35,31 @@ from astropy.io import fits
 
 from data.lab import load_lab_frames
 from recon.evaluation.crb import crb_rms_nm
+from recon.models import read_meta
 from recon.reconstructor import Reconstructor
 from recon.refine import FrameModel, NoiseModel, load_calibration
-from sim.config import load_sim_config
+from sim.config import SimConfig
 from sim.detector import add_noise
 from sim.zernike import zernike_basis
 
 GAIN, BIAS, PHOTONS, READ = 0.8, 200.0, 1e7, 1.5
 TRUE_SYSTEM = (0.97, 1.05, 0.5, 0.0, 1.0)
-OFFSET = (16, 8)  # the 64 px grid's corner in the camera frame: the centred crop keeps it
+OFFSET = (16, 8)  # the pupil grid's corner in the camera frame (load_lab_frames finds it)
 
 
 def camera(x: np.ndarray, per_pixel: float) -> np.ndarray:
-    """Normalised frames (..., 64, 64) -> ADU in a 96 x 100 frame, rounded."""
-    raw = np.full((*x.shape[:-2], 96, 100), BIAS)
+    """Normalised frames (..., N, N) -> ADU in an (N + 32) x (N + 36) frame, rounded."""
+    n = x.shape[-1]
+    raw = np.full((*x.shape[:-2], n + 32, n + 36), BIAS)
     y0, x0 = OFFSET
-    raw[..., y0 : y0 + 64, x0 : x0 + 64] += x * per_pixel / GAIN
+    raw[..., y0 : y0 + n, x0 : x0 + n] += x * per_pixel / GAIN
     return np.round(raw)
 
 
 def simulate(cfg, system, rms: np.ndarray, seed: int):
     """OPD (B, N, N) [nm] of Noll 2-36 at the given RMS, and noisy frames of `system`."""
     model = FrameModel(cfg, dtype=torch.float64, system=system)
-    basis = zernike_basis(list(range(2, 37)), 64)
+    basis = zernike_basis(list(range(2, 37)), cfg.pupil.npix)
     c = np.random.default_rng(seed).normal(size=(len(rms), 35))
     c *= rms[:, None] / np.linalg.norm(c, axis=1, keepdims=True)
     opd = np.einsum("bj,jhw->bhw", c, basis)
@@ -70,7 +73,7 @@ def write_fits(folder: Path, name: str, frames, clear, per_pixel: float) -> dict
     paths = {k: folder / f"{name}_{k}.fits" for k in ("frames", "clear", "dark")}
     fits.writeto(paths["frames"], camera(frames, per_pixel), overwrite=True)
     fits.writeto(paths["clear"], camera(clear, per_pixel), overwrite=True)
-    fits.writeto(paths["dark"], np.full((96, 100), BIAS), overwrite=True)
+    fits.writeto(paths["dark"], camera(np.zeros_like(clear[0]), 0.0), overwrite=True)
     return paths
 
 
@@ -85,8 +88,8 @@ def noise_part(run: Path, cfg, folder: Path) -> dict:
     truth, frames, clear, model = simulate(cfg, None, rms, seed=11)
     per_pixel = PHOTONS / model.pupil_pixels
     paths = write_fits(folder, "noise", frames, clear, per_pixel)
-    lab = load_lab_frames(paths["frames"], paths["clear"], paths["dark"], npix=64)
-    basis = model.tensor(zernike_basis(list(range(2, 37)), 64))
+    lab = load_lab_frames(paths["frames"], paths["clear"], paths["dark"], npix=cfg.pupil.npix)
+    basis = model.tensor(zernike_basis(list(range(2, 37)), cfg.pupil.npix))
     true_noise = NoiseModel.from_photons(PHOTONS, READ, model.pupil_pixels)
     crb = np.concatenate(
         [crb_rms_nm(model, truth[a : a + 20], basis, true_noise) for a in range(0, n, 20)]
@@ -160,7 +163,7 @@ def calibration_part(run: Path, cfg, folder: Path) -> dict:
     test_rms = np.linspace(10, 200, 40)
     truth, frames, clear, _ = simulate(cfg, TRUE_SYSTEM, test_rms, seed=31)
     paths = write_fits(folder, "calib_test", frames, clear, per_pixel)
-    lab = load_lab_frames(paths["frames"], paths["clear"], paths["dark"], npix=64)
+    lab = load_lab_frames(paths["frames"], paths["clear"], paths["dark"], npix=cfg.pupil.npix)
     noise = NoiseModel.from_camera(lab.clear_level, GAIN, READ, lab.pixel_area)
     out = {
         "fitted_system": list(fitted),
@@ -183,7 +186,8 @@ def main() -> None:
     run = Path(sys.argv[1])
     folder = Path(sys.argv[2] if len(sys.argv) > 2 else "studies/lab")
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = load_sim_config("quick").with_overrides(
+    meta = read_meta(run)
+    cfg = SimConfig.model_validate(meta["sim_config"]).with_overrides(
         **{"detector.photons": PHOTONS, "detector.read_noise_e": READ}
     )
     result = {"run": str(run), "noise": noise_part(run, cfg, folder)}
