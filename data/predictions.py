@@ -2,18 +2,22 @@
 
 FITS: the OPD maps in the primary HDU (BUNIT nm; WAVEi the input wavelengths [m]), then
 COEFFS (nm RMS per mode), MODES (Noll indices) and PUPIL. HDF5: datasets opd,
-coefficients, mode, wavelength and pupil, each with its units. Written under a
+coefficients, mode, wavelength and pupil, each with its units. Both carry the sign and
+normalisation conventions (`data.conventions`). Written under a
 temporary name and renamed: never half-written under the final name.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import NamedTuple
 
 import h5py
 import numpy as np
+
+from data.conventions import CONVENTIONS, fits_cards
 
 __all__ = ["PredictionArrays", "write_prediction_file"]
 
@@ -54,6 +58,8 @@ def _write_fits(path: Path, source: str, arrays: PredictionArrays) -> None:
     primary.header["SOURCE"] = (source[-68:], "frames the OPD was reconstructed from")
     for i, w in enumerate(wavelengths_m):
         primary.header[f"WAVE{i}"] = (float(w), "[m] wavelength of input channel")
+    for key, value, comment in fits_cards():
+        primary.header[key] = (value, comment)
     coeffs = fits.ImageHDU(coefficients_nm, name="COEFFS")
     coeffs.header["BUNIT"] = ("nm", "RMS per Noll Zernike mode")
     coeffs.header["NOLL0"] = (int(modes[0]), "Noll index of the first column")
@@ -67,5 +73,6 @@ def _write_h5(path: Path, source: str, arrays: PredictionArrays) -> None:
     names = ("opd", "coefficients", "mode", "wavelength", "pupil")
     with h5py.File(path, "w") as f:
         f.attrs["source"] = source
+        f.attrs["conventions"] = json.dumps(CONVENTIONS)
         for name, data in zip(names, arrays, strict=True):
             f.create_dataset(name, data=data).attrs["units"] = units.get(name, "1")

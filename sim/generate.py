@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import itertools
+import json
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from common.errors import KnownError
+from data.conventions import CONVENTIONS
 from data.shards import combine_shards, shard_path
 from data.writer import DatasetWriter, check_free_space, estimate_size_bytes, part_paths
 from sim.aberrations import stream_id
@@ -102,6 +104,7 @@ def _attrs(cfg: SimConfig, split: str, seed: int, engine: str, device: str) -> d
         "device": kind,
         "device_name": torch.cuda.get_device_name(device) if kind == "cuda" else "cpu",
         "title": "ZWFS simulated dataset",
+        "conventions": json.dumps(CONVENTIONS),
     }
 
 

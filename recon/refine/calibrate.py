@@ -24,6 +24,7 @@ import torch
 
 from common.errors import KnownError
 from common.io import write_json_atomic
+from data.conventions import CONVENTIONS
 from recon.refine.noise import NoiseModel, summed_deviance
 from recon.refine.solver import Damping, levenberg_marquardt
 from sim.config import SimConfig
@@ -262,6 +263,7 @@ def save_calibration(fit: CalibrationResult, path: str | os.PathLike, **info: An
         "iterations": fit.iterations,
         "status": fit.status,
         **info,
+        "conventions": CONVENTIONS,
     }
     return write_json_atomic(path, body)
 
