@@ -169,6 +169,88 @@ class RealBabinet(torch.nn.Module):
         shape = (len(outs), r_max, n, n)
         return out.reshape(shape).to(self.v.dtype), inp.reshape(shape).to(self.v.dtype)
 
+    @torch.no_grad()
+    def low_rank_gram(
+        self, support: torch.Tensor, rtol: float, kernel: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`low_rank` for rtol >= 1e-7 (the float32 engine's), from small Gram matrices.
+
+        T restricted to `support` is Q^T Q_sup, Q = sqrt(K) (V x V) over the focal samples
+        where the dot is (K > 0). For a support even in both axes the Gram matrices of
+        the focal samples, G_sup = Q_sup Q_sup^T and G = Q Q^T, split into the four parity
+        blocks of V = [C; S] (cos-cos, cos-sin, sin-cos, sin-sin), each the size of the
+        dot's footprint in one quadrant: G_sup from H = W_a S W_b^T, W_a[(i, j), x] =
+        V_a[i, x] V_a[j, x] (two small products), G from V_a V_a^T and V_b V_b^T. With
+        G_sup = U diag(lambda) U^T (eigenvalues above 1e-15 of the largest: the rest
+        carry below sqrt(1e-15) ~ 3e-8 of T), T = (Q^T Z) (Q_sup^T U lambda^-1/2)^T,
+        Z = U lambda^1/2, and the eigh of Z^T G Z (R, sigma^2) gives `low_rank`'s SVD
+        terms: out = Q^T Z R, inp = Q_sup^T U lambda^-1/2 R, sigma above rtol x the
+        largest. Only the r kept terms become maps. Gram matrices square the singular
+        values: accurate to ~sqrt(eps64) = 1.5e-8 of the largest term, hence rtol >= 1e-7.
+        A support not even in both axes: `low_rank`. 10-20x faster than `low_rank`.
+
+        Returns:
+            out, inp: as `low_rank`, (L, r, N, N) in this operator's dtype.
+        """
+        if rtol < 1e-7:
+            raise ValueError(f"low_rank_gram needs rtol >= 1e-7, got {rtol}: use low_rank")
+        f64 = torch.float64
+        sup = support.to(device=self.v.device, dtype=f64)
+        if not (torch.equal(sup, sup.flip(0)) and torch.equal(sup, sup.flip(1))):
+            return self.low_rank(support, rtol, kernel)
+        n, m2 = sup.shape[-1], self.v.shape[-2]
+        half = m2 // 2
+        kernels = (self.kernel if kernel is None else kernel)[:, 0].to(f64)
+        outs, inps = [], []
+        for v, k in zip(self.v[:, 0].to(f64), kernels, strict=True):
+            parts = (v[:half], v[half:])  # the C and S rows (M', N)
+            w = [(p[:, None] * p[None]).reshape(half * half, n) for p in parts]
+            gram = [p @ p.T for p in parts]  # sum over the whole grid, per axis
+            blocks = []
+            for a in (0, 1):
+                for b in (0, 1):
+                    kb = k[a * half : (a + 1) * half, b * half : (b + 1) * half]
+                    p, q = torch.nonzero(kb > 0, as_tuple=True)
+                    if len(p):
+                        sqrt_k = kb[p, q].sqrt()
+                        h = (w[a] @ sup @ w[b].T).reshape(half, half, half, half)
+                        g_sup = h[p[:, None], p[None], q[:, None], q[None]]
+                        g_sup = g_sup * sqrt_k[:, None] * sqrt_k
+                        g = gram[a][p[:, None], p[None]] * gram[b][q[:, None], q[None]]
+                        g = g * sqrt_k[:, None] * sqrt_k
+                        blocks.append(
+                            (a * half + p, b * half + q, sqrt_k, g, *torch.linalg.eigh(g_sup))
+                        )
+            lam_max = max(float(blk[4].max()) for blk in blocks)
+            terms = []  # (sigma, focal coefficients of out, of inp) per block
+            for rows, cols, sqrt_k, g, lam, u in blocks:
+                keep = lam > 1e-15 * lam_max
+                if not keep.any():
+                    continue
+                lam, u = lam[keep], u[:, keep]
+                z = u * lam.sqrt()
+                sig2, r_vec = torch.linalg.eigh(z.T @ g @ z)
+                c_out, c_in = z @ r_vec, (u / lam.sqrt()) @ r_vec
+                for i in range(len(sig2)):
+                    sig = float(sig2[i].clamp_min(0).sqrt())
+                    terms.append((sig, rows, cols, sqrt_k * c_out[:, i], sqrt_k * c_in[:, i]))
+            terms.sort(key=lambda t: -t[0])
+            terms = [t for t in terms if t[0] > rtol * terms[0][0]]
+            f = torch.zeros(2, len(terms), m2, m2, dtype=f64, device=v.device)
+            for i, (_, rows, cols, c_out, c_in) in enumerate(terms):
+                f[0, i, rows, cols] = c_out
+                f[1, i, rows, cols] = c_in
+            maps = v.T @ f @ v  # Q^T (focal vectors): (2, r, N, N)
+            outs.append(maps[0])
+            inps.append(maps[1] * sup)
+        r_max = max(o.shape[0] for o in outs)
+        out = torch.zeros(len(outs), r_max, n, n, dtype=f64, device=self.v.device)
+        inp = torch.zeros_like(out)
+        for i, (o, w_) in enumerate(zip(outs, inps, strict=True)):
+            out[i, : o.shape[0]] = o
+            inp[i, : w_.shape[0]] = w_
+        return out.to(self.v.dtype), inp.to(self.v.dtype)
+
 
 class MatrixBabinet(torch.nn.Module):
     """T by complex matrix products over the whole focal box: the plain form of `RealBabinet`."""

@@ -10,7 +10,7 @@ from sim.analytic import ndiaye_intensity, opd_to_phase
 from sim.babinet import DotGrid, MatrixBabinet
 from sim.poppy_ref import PoppyZWFS
 from sim.zernike import zernike_basis
-from sim.zwfs import ZWFSModel
+from sim.zwfs import LOW_RANK_RTOL, ZWFSModel
 from tests.sim_helpers import paper, random_opd
 
 RMS_NM = [0.0, 50.0, 200.0, 500.0]
@@ -196,3 +196,76 @@ def test_binning_keeps_normalisation() -> None:
     clear = model.reference_clear()
     assert clear.shape == (4, 64, 64)
     assert torch.allclose(clear[:, model.detector_mask].mean(dim=1), torch.ones(4), atol=1e-6)
+
+
+def test_gram_low_rank_equals_the_svd_one() -> None:
+    """`low_rank_gram` (parity-blocked Gram matrices) keeps the same terms as the SVD
+    `low_rank` at the float32 engine's truncation, to ~sqrt(eps64) of the largest."""
+    model = ZWFSModel(paper(precision="complex128", **{"pupil.npix": 32}), dot="exact")
+    op, lit = model.dot_operator, model.pupil > 0
+    out, inp = op.low_rank(lit, LOW_RANK_RTOL)
+    out_g, inp_g = op.low_rank_gram(lit, LOW_RANK_RTOL)
+    assert out_g.shape == out.shape
+    assert float(inp_g[:, :, ~lit].abs().max()) == 0.0
+    full = torch.einsum("lrij,lrxy->lijxy", out, inp)  # the truncated operators themselves
+    full_g = torch.einsum("lrij,lrxy->lijxy", out_g, inp_g)
+    scale = float(full.abs().max())
+    assert float((full - full_g).abs().max()) < 1e-7 * scale
+
+
+def _dropped_singular_value(model: ZWFSModel) -> torch.Tensor:
+    """sigma_{r+1} (L,): the first singular value the engine's low-rank dot drops, from
+    the SVD of T on the lit pupil at 1e-12."""
+    out, _ = model.dot_operator.low_rank(model.pupil > 0, 1e-12)
+    sig = out.flatten(2).norm(dim=-1)  # (L, r'): the terms are sigma x a unit map
+    r = model.low_rank_terms()[0].shape[1]
+    return sig[:, r]
+
+
+def test_low_rank_dot_error_within_its_dropped_singular_values() -> None:
+    """In float64 the low-rank dot's only error is the truncation: on pupil fields,
+    |T E - T_r E|_2 <= sigma_{r+1} |E|_2 per wavelength (sigma_{r+1} the first singular
+    value dropped, below 1e-7 of the largest), and the intensities differ by at most
+    2 max|E_out| d + d^2, d = |mix|_2 sigma_{r+1} |E|_2 the field's error bound."""
+    cfg = paper(precision="complex128", **{"pupil.npix": 32})
+    low, exact = ZWFSModel(cfg, dot="low_rank"), ZWFSModel(cfg, dot="exact")
+    sigma_drop = _dropped_singular_value(exact)
+    out, inp_t = low.low_rank_terms()
+    sig_kept = out.norm(dim=-1)
+    assert torch.all(sigma_drop < LOW_RANK_RTOL * sig_kept[:, 0])
+    assert torch.all(sig_kept[:, :15].amin(dim=1) > LOW_RANK_RTOL * sig_kept[:, 0])
+    opd = random_opd(exact, [50.0, 200.0, 500.0], seed=7)
+    with torch.no_grad():
+        e_in = exact.input_field(opd)  # (B, L, 2, N, N)
+        t_exact = exact.dot_operator(e_in)
+        flat = e_in.flatten(-2)
+        t_low = torch.einsum("lrp,blcr->blcp", out, torch.einsum("blcp,lpr->blcr", flat, inp_t))
+        err = (t_exact.flatten(-2) - t_low).square().sum(dim=(-1, -2)).sqrt()  # (B, L)
+        norm_e = flat.square().sum(dim=(-1, -2)).sqrt()
+        assert torch.all(err <= 1.001 * sigma_drop * norm_e + 1e-14), (err, sigma_drop * norm_e)
+        got, want = low(opd), exact(opd)
+        e_out = exact.field_parts(opd)
+    mix_norm = torch.linalg.matrix_norm(exact.dot_mix, ord=2)  # (L,)
+    d = (mix_norm * sigma_drop)[None] * norm_e  # (B, L)
+    e_max = (e_out[:, :, 0].square() + e_out[:, :, 1].square()).sqrt().amax(dim=(-1, -2))
+    bound = 2 * e_max * d + d**2
+    assert torch.all((got - want).abs().amax(dim=(-1, -2)) <= bound), bound
+
+
+@pytest.mark.parametrize("name", ["quick", "paper"])
+def test_low_rank_engine_is_exact_to_float32_rounding(name: str) -> None:
+    """The float32 default (low-rank dot) errs against the float64 separable MFT no more
+    than the float32 separable MFT does (both ~4e-7 of the peak: rounding)."""
+    cfg = paper(**({"pupil.npix": 64} if name == "quick" else {}))
+    low, exact = ZWFSModel(cfg), ZWFSModel(cfg, dot="exact")
+    assert low.dot == "low_rank" and exact.dot == "exact"
+    ref = ZWFSModel(cfg.with_overrides(precision="complex128"))
+    assert ref.dot == "exact"
+    opd = random_opd(ref, RMS_NM, seed=2)
+    with torch.inference_mode():
+        want = ref(opd)
+        peak = want.amax(dim=(-2, -1))
+        err_low = ((low(opd.float()).double() - want).abs().amax(dim=(-2, -1)) / peak).max()
+        err_exact = ((exact(opd.float()).double() - want).abs().amax(dim=(-2, -1)) / peak).max()
+    assert err_exact < 1e-6
+    assert err_low < 2 * err_exact, (float(err_low), float(err_exact))
