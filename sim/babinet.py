@@ -171,7 +171,11 @@ class RealBabinet(torch.nn.Module):
 
     @torch.no_grad()
     def low_rank_gram(
-        self, support: torch.Tensor, rtol: float, kernel: torch.Tensor | None = None
+        self,
+        support: torch.Tensor,
+        rtol: float,
+        kernel: torch.Tensor | None = None,
+        dropped: list[float] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`low_rank` for rtol >= 1e-7 (the float32 engine's), from small Gram matrices.
 
@@ -188,6 +192,10 @@ class RealBabinet(torch.nn.Module):
         largest. Only the r kept terms become maps. Gram matrices square the singular
         values: accurate to ~sqrt(eps64) = 1.5e-8 of the largest term, hence rtol >= 1e-7.
         A support not even in both axes: `low_rank`. 10-20x faster than `low_rank`.
+
+        Args:
+            dropped: a list that receives, per wavelength, the first singular value left
+                out over the largest (the truncation's relative error in operator norm).
 
         Returns:
             out, inp: as `low_rank`, (L, r, N, N) in this operator's dtype.
@@ -235,7 +243,10 @@ class RealBabinet(torch.nn.Module):
                     sig = float(sig2[i].clamp_min(0).sqrt())
                     terms.append((sig, rows, cols, sqrt_k * c_out[:, i], sqrt_k * c_in[:, i]))
             terms.sort(key=lambda t: -t[0])
-            terms = [t for t in terms if t[0] > rtol * terms[0][0]]
+            r = sum(t[0] > rtol * terms[0][0] for t in terms)
+            if dropped is not None:
+                dropped.append(terms[r][0] / terms[0][0] if r < len(terms) else 0.0)
+            terms = terms[:r]
             f = torch.zeros(2, len(terms), m2, m2, dtype=f64, device=v.device)
             for i, (_, rows, cols, c_out, c_in) in enumerate(terms):
                 f[0, i, rows, cols] = c_out

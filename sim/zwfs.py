@@ -184,11 +184,16 @@ class ZWFSModel(torch.nn.Module):
 
     def low_rank_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The dot on the lit pupil as (out (L, r, N^2), inp^T (L, N^2, r)) in the model's
-        dtype: `RealBabinet.low_rank_gram` at `LOW_RANK_RTOL`, built once in float64."""
+        dtype: `RealBabinet.low_rank_gram` at `LOW_RANK_RTOL`, built once in float64
+        (`low_rank_dropped`: per wavelength, the first singular value left out over the
+        largest)."""
         if self._low_rank_terms is None or self._low_rank_terms[0].device != self.pupil.device:
             # factor the float64 operator of the same dot, not its float32 rounding
             exact = RealBabinet(self._dot_grid, torch.float64).to(self.pupil.device)
-            out, inp = exact.low_rank_gram(self.pupil > 0, LOW_RANK_RTOL)
+            self.low_rank_dropped: list[float] = []
+            out, inp = exact.low_rank_gram(
+                self.pupil > 0, LOW_RANK_RTOL, None, self.low_rank_dropped
+            )
             n_l, r, n, _ = out.shape
             out = out.reshape(n_l, r, n * n).to(self.real_dtype).contiguous()
             inp_t = inp.reshape(n_l, r, n * n).transpose(1, 2).to(self.real_dtype).contiguous()
