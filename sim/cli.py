@@ -1,4 +1,8 @@
-"""`sim` command line: generate datasets, show them, check and benchmark the engine."""
+"""`sim` command line: generate datasets, show them, check and benchmark the engine.
+
+Only typer, rich's console and this file load for `sim --help`: each command imports
+what it needs (the config models, torch, the tables) when it runs.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from common.cli import OneLineErrorGroup, UserError, console, one_line_errors, progress_bar
 from common.io import write_json_atomic
-from sim.config import load_sim_config
 from sim.system_cli import system_command
 
 app = typer.Typer(
@@ -37,7 +39,10 @@ def check(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the rows as JSON")] = None,
 ) -> None:
     """Engine against the POPPY reference: agreement per wavelength and RMS."""
+    from rich.table import Table
+
     from sim.check import TOLERANCE, rows_as_dicts, run_check
+    from sim.config import load_sim_config
 
     cfg = load_sim_config(config)
     try:
@@ -88,6 +93,9 @@ def bench(
     With --generate: `sim generate` end to end (default n 8000) against the floor of
     writing the same arrays with h5py alone, and the projected POPPY time.
     """
+    from rich.table import Table
+
+    from sim.config import load_sim_config
     from sim.engine_bench import run_bench
 
     cfg = load_sim_config(config)
@@ -124,6 +132,8 @@ def bench(
 
 
 def _bench_generate(cfg, n: int, batch: int, device: str, out: Path | None) -> None:
+    from rich.table import Table
+
     from sim.engine_bench import run_generate_bench
     from sim.generate import resolve_device
 
@@ -215,6 +225,7 @@ def generate(
     The file is written as <out>.part and renamed when complete; a run killed at any
     moment continues with --resume to the same file an uninterrupted run writes.
     """
+    from sim.config import load_sim_config
     from sim.generate import plan_generation, run_generation
 
     cfg = load_sim_config(config)
@@ -251,6 +262,8 @@ def show(
     examples: Annotated[int, typer.Option(help="samples to draw")] = 4,
 ) -> None:
     """Summary of a dataset and a PNG of a few samples and the RMS histogram."""
+    from rich.table import Table
+
     from sim.show import show_dataset
 
     if not path.is_file():

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
-from rich.table import Table
 
 from common.cli import UserError, console
 from recon.cli.lab_noise import GainOpt, check_noise_options, describe_noise, stated_noise
 from recon.cli.options import DeviceOpt, PhotonsOpt, ReadNoiseOpt, detector_overrides
+
+if TYPE_CHECKING:  # numpy loads when a command runs: `recon --help` stays light
+    import numpy as np
 
 __all__ = ["calibrate_command"]
 
@@ -33,6 +34,8 @@ class _Frames:
 
 def _read_commands(path: Path, n_frames: int, n_modes: int) -> np.ndarray:
     """Commanded OPD coefficients (B, J) [nm RMS, Noll 2..] from .npy, .fits or text."""
+    import numpy as np
+
     if not path.is_file():
         raise UserError(f"no commands file at {path}")
     try:
@@ -58,6 +61,8 @@ def _read_commands(path: Path, n_frames: int, n_modes: int) -> np.ndarray:
 def _from_fits(frames: Path, clear: Path | None, dark: Path | None, run: Path | None,
                commands: Path | None, device: str) -> tuple[_Frames, Any]:  # fmt: skip
     """Lab frames from FITS; the system is the checkpoint's (--run)."""
+    import numpy as np
+
     from data.lab import load_lab_frames
     from recon.estimators import NetworkEstimator
     from recon.estimators.base import as_clear, as_frames
@@ -82,6 +87,8 @@ def _from_fits(frames: Path, clear: Path | None, dark: Path | None, run: Path | 
 
 def _from_dataset(data: Path, known: bool, k: int, detector: dict) -> _Frames:
     """The first k frames of a dataset file, its system (noise overridden by `detector`)."""
+    import numpy as np
+
     from recon.evaluation import open_test_set
 
     if not data.exists():
@@ -131,6 +138,9 @@ def calibrate_command(
     --read-noise, else measured from the fit. Use the result with --calibration in recon
     eval, loop and predict.
     """
+    import numpy as np
+    from rich.table import Table
+
     from recon.refine import RefinedEstimator, calibrate, save_calibration
     from recon.refine.calibrate import calibrated_intensity
     from recon.refine.forward import FrameModel

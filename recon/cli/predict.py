@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
-from rich.table import Table
 
 from common.cli import UserError, console
 from recon.cli.lab_noise import GainOpt, check_noise_options, describe_noise, stated_noise
@@ -19,6 +17,9 @@ from recon.cli.options import (
     detector_overrides,
 )
 
+if TYPE_CHECKING:  # numpy loads when a command runs: `recon --help` stays light
+    import numpy as np
+
 __all__ = ["predict_command"]
 
 
@@ -26,6 +27,8 @@ def _frames_from_dataset(
     path: Path, max_samples: int | None
 ) -> tuple[np.ndarray, list[float], np.ndarray]:
     """(frames (B, L, H, W), wavelengths [m], clear frames (B or 1, L, H, W))."""
+    import numpy as np
+
     from recon.evaluation import open_test_set
 
     with open_test_set(path, required=("intensity",)) as ts:
@@ -77,6 +80,9 @@ def predict_command(
     frames --gain (with the clear frame's level) or --photons, and --read-noise; with
     none of them it is measured from the frames and reported.
     """
+    import numpy as np
+    from rich.table import Table
+
     from data.lab import load_lab_frames
     from recon.reconstructor import Reconstructor, write_prediction
 
