@@ -188,12 +188,18 @@ class ZWFSModel(torch.nn.Module):
         (`low_rank_dropped`: per wavelength, the first singular value left out over the
         largest)."""
         if self._low_rank_terms is None or self._low_rank_terms[0].device != self.pupil.device:
-            # factor the float64 operator of the same dot, not its float32 rounding
+            # factor the float64 operator of the same dot, not its float32 rounding; on one
+            # thread: small eighs that threads only slow (100x on a busy 2-core machine)
             exact = RealBabinet(self._dot_grid, torch.float64).to(self.pupil.device)
-            self.low_rank_dropped: list[float] = []
-            out, inp = exact.low_rank_gram(
-                self.pupil > 0, LOW_RANK_RTOL, None, self.low_rank_dropped
-            )
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                self.low_rank_dropped: list[float] = []
+                out, inp = exact.low_rank_gram(
+                    self.pupil > 0, LOW_RANK_RTOL, None, self.low_rank_dropped
+                )
+            finally:
+                torch.set_num_threads(threads)
             n_l, r, n, _ = out.shape
             out = out.reshape(n_l, r, n * n).to(self.real_dtype).contiguous()
             inp_t = inp.reshape(n_l, r, n * n).transpose(1, 2).to(self.real_dtype).contiguous()
