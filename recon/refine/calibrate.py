@@ -34,8 +34,8 @@ from sim.zwfs import ZWFSModel
 __all__ = [
     "CalibrationResult",
     "calibrate",
-    "load_calibration",
     "calibrated_intensity",
+    "load_calibration",
     "save_calibration",
     "system_intensity",
 ]
