@@ -22,7 +22,7 @@ the largest maps; on a 2-core CPU that network made a third of PhENN's optimiser
 the same wall time and ended far behind it (docs/results.md, study c). The coarse scales
 hold most of the channels and few pixels, so the recurrence there is cheap. Measured
 against PhENN per training sample (CPU, 64 px, 4 wavelengths, the quick-start widths):
-about 1.1x with the default ``recurrent_scales=1``, 1.5x with 2, 4-5x with None.
+about 1.1x with the default ``recurrent_scales=1``, 1.5x with 2, 3.6-7x with None.
 
 `step(frame, state)` advances the recurrence by one wavelength frame and
 `decode(state, x)` reads the OPD out (the stacked fine scales need the frames `x` of
