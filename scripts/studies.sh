@@ -48,8 +48,9 @@ report() { # study test-file [recon eval arguments...]
         --max-samples "$n_test"
     cp "$out/report_$study/residual_vs_rms.png" "docs/images/study_$study.png"
 }
-# the GRU with as many parameters as the PhENN of configs/recon/quickstart.yaml (0.56 M)
-sed 's/widths: \[8, 16, 32, 64\]$/widths: [8, 16, 32, 56, 112]/' \
+# the GRU with as many parameters as the PhENN of configs/recon/quickstart.yaml (0.59 M
+# against 0.56 M: recurrent_scales 1)
+sed 's/widths: \[8, 16, 32, 64\]$/widths: [8, 16, 32, 48, 88]/' \
     "$(python3 -c 'from common.config import config_file; print(config_file("quickstart", "recon"))')" \
     > "$out/gru_equal_params.yaml"
 d500=(--data "$out/train.h5" --val "$out/val.h5")
@@ -73,9 +74,9 @@ c)  say "c: GRU against PhENN at equal wall time ($budget each)"
     timed=(--epochs 1000 --budget "$budget")   # the budget stops them; the schedule follows it
     report c "$out/test.h5" \
         "$(train phenn-time "${d500[@]}" "${timed[@]}")" --name "PhENN 4 wl (0.56 M)" \
-        "$(train gru "${d500[@]}" --arch gru "${timed[@]}")" --name "GRU 4 wl (0.18 M), equal time" \
+        "$(train gru "${d500[@]}" --arch gru "${timed[@]}")" --name "GRU 4 wl (0.21 M), equal time" \
         "$(train gru-eqp "${d500[@]}" --arch gru --config "$out/gru_equal_params.yaml" \
-            "${timed[@]}")" --name "GRU 4 wl (0.56 M), equal time and parameters" ;;
+            "${timed[@]}")" --name "GRU 4 wl (0.59 M), equal time and parameters" ;;
 d)  say "d: photon noise (1 e- read noise) on networks trained without noise"
     for p in 1e6 1e7 1e8; do
         gen "test_p$p" test $((n_test / 2)) --photons "$p" --read-noise 1
@@ -84,7 +85,7 @@ d)  say "d: photon noise (1 e- read noise) on networks trained without noise"
             "$(train wl-all "${d500[@]}")" --name "PhENN 4 wl" \
             "$(train gru "${d500[@]}" --arch gru)" --name "GRU 4 wl" \
             "$(train gru-eqp "${d500[@]}" --arch gru --config "$out/gru_equal_params.yaml")" \
-            --name "GRU 4 wl (0.56 M)"
+            --name "GRU 4 wl (0.59 M)"
     done ;;
 e)  say "e: U-Nets from every block at the residual U-Net's FLOPs ($epochs_e epochs each)"
     python3 scripts/block_study.py configs --out "$out"

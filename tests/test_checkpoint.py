@@ -122,9 +122,19 @@ def test_not_a_checkpoint_is_refused(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "missing.ckpt")
 
 
-def test_checkpoint_of_the_classic_gru_cell_still_loads(run_dir: Path, tmp_path: Path) -> None:
-    """Checkpoints written before the fused ConvGRU cell (no `cell` argument, two
-    convolutions per step) rebuild with the classic cell and give its output."""
+@pytest.mark.parametrize(
+    ("old_kw", "expect"),
+    [
+        ({"cell": "classic", "recurrent_scales": None}, ("classic", None)),  # the first GRU
+        ({"recurrent_scales": None}, ("fused", None)),  # fused cell, GRU at every scale
+        ({"recurrent_scales": 2}, ("fused", 2)),
+    ],
+)
+def test_checkpoint_of_an_older_gru_layout_still_loads(
+    run_dir: Path, tmp_path: Path, old_kw: dict, expect: tuple
+) -> None:
+    """Checkpoints written before `cell` and `recurrent_scales` were arguments (their
+    model_kwargs name neither) rebuild in the layout of their weights, with its output."""
     from recon.models import NormStats, build_model
 
     raw = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
@@ -132,10 +142,13 @@ def test_checkpoint_of_the_classic_gru_cell_still_loads(run_dir: Path, tmp_path:
     kwargs = {k: v for k, v in meta["model_kwargs"].items() if k not in ("in_ch", "out_ch")}
     stats = NormStats.from_dict(meta["normalization"])
     torch.manual_seed(3)
-    old = build_model("gru", {**kwargs, "cell": "classic"}, 2, stats).eval()
+    old = build_model("gru", {**kwargs, **old_kw}, 2, stats).eval()
     raw["state_dict"] = {f"model.{k}": v for k, v in old.state_dict().items()}
-    assert "cell" not in meta["model_kwargs"]
+    assert "cell" not in meta["model_kwargs"] and "recurrent_scales" not in meta["model_kwargs"]
     torch.save(raw, tmp_path / "old.ckpt")
     model, _ = load_checkpoint(tmp_path / "old.ckpt")
+    net = model.net
+    assert (net.fused, len(net.cells)) == (expect[0] == "fused", expect[1] or len(net.cells))
+    assert net.stacked is None if expect[1] is None else net.stacked is not None
     with torch.no_grad():
         torch.testing.assert_close(model(_input()), old(_input()))

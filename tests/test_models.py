@@ -51,11 +51,19 @@ def test_bidirectional_gru_gradients() -> None:
         model.step(torch.randn(2, 1, 16, 16))
 
 
+@pytest.mark.parametrize("recurrent_scales", [None, 1, 2])
 @pytest.mark.parametrize("cell", ["fused", "classic"])
 @pytest.mark.parametrize("separable", [True, False])
-def test_gru_stepped_equals_unrolled(separable: bool, cell: str) -> None:
+def test_gru_stepped_equals_unrolled(
+    separable: bool, cell: str, recurrent_scales: int | None
+) -> None:
+    """The unrolled forward (every frame through the shared encoder in one batch, the
+    gates' input terms of every wavelength in one convolution) is the per-wavelength loop."""
     torch.manual_seed(0)
-    model = WavelengthGRUNet(in_ch=N_WL, widths=(8, 16, 32), separable=separable, cell=cell).eval()
+    model = WavelengthGRUNet(
+        in_ch=N_WL, widths=(8, 16, 32), separable=separable, cell=cell,
+        recurrent_scales=recurrent_scales,
+    ).eval()  # fmt: skip
     # BatchNorm statistics that are not the identity, so the test sees the encoder's norms
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -67,11 +75,44 @@ def test_gru_stepped_equals_unrolled(separable: bool, cell: str) -> None:
         state = None
         for t in range(N_WL):
             state = model.step(x[:, t : t + 1], state)  # one wavelength frame at a time
-        stepped = model.decode(state)
+        stepped = model.decode(state, x)
         # the order of the wavelengths matters: the recurrence is not a symmetric pooling
-        reversed_order = model(x.flip(1))
+        order = [2, 0, 3, 1]
+        state = None
+        for t in order:
+            state = model.step(x[:, t], state)
+        reordered = model.decode(state, x)
     torch.testing.assert_close(stepped, unrolled, rtol=1e-5, atol=1e-4)
-    assert (reversed_order - unrolled).abs().max() > 1e-3
+    assert (reordered - unrolled).abs().max() > 1e-3
+    assert len(state) == (3 if recurrent_scales is None else recurrent_scales)
+
+
+def test_gru_gradient_flows_through_the_recurrence() -> None:
+    """The final hidden state depends on the first frame only through the recurrence
+    (h carried from step to step): its gradient there is not zero, and the cell's state
+    weights get one."""
+    torch.manual_seed(0)
+    model = WavelengthGRUNet(in_ch=N_WL, widths=(8, 16, 32), recurrent_scales=1)
+    x = torch.randn(BATCH, N_WL, NPIX, NPIX, requires_grad=True)
+    state = None
+    for t in range(N_WL):
+        state = model.step(x[:, t], state)
+    state[-1].square().sum().backward()
+    assert x.grad is not None
+    assert x.grad[:, 0].abs().sum() > 0  # the first frame reaches the last state
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.cells[-1].h_gates.parameters())  # fmt: skip
+
+
+def test_gru_stacked_scales_need_every_frame() -> None:
+    model = WavelengthGRUNet(in_ch=N_WL, widths=(8, 16, 32), recurrent_scales=1).eval()
+    x = torch.randn(BATCH, N_WL, NPIX, NPIX)
+    with torch.no_grad():
+        state = model.step(x[:, 0])
+    with pytest.raises(ValueError, match="needs the 4 wavelength frames"):
+        model.decode(state)
+    with pytest.raises(ValueError, match="recurrent_scales must be 1 to"):
+        WavelengthGRUNet(widths=(8, 16, 32), recurrent_scales=4)
 
 
 def test_opd_scale_sets_output_units() -> None:

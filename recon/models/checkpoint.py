@@ -91,6 +91,14 @@ def _classic_gru(state_dict: dict[str, Any]) -> bool:
     return any(".candidate." in key for key in state_dict)
 
 
+def _gru_recurrent_scales(state_dict: dict[str, Any]) -> int | None:
+    """The GRU's `recurrent_scales` from its weights: the number of ConvGRU cells when
+    there are stacked fine scales (`stacked.*` keys), else None (a GRU at every scale)."""
+    if not any(".stacked." in key for key in state_dict):
+        return None
+    return len({key.split(".cells.")[1].split(".")[0] for key in state_dict if ".cells." in key})
+
+
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The checked metadata of a checkpoint (plus ``epoch`` and ``global_step``)."""
     ckpt_path = resolve_checkpoint(path)
@@ -115,6 +123,9 @@ def load_checkpoint(
     kwargs = dict(meta["model_kwargs"])
     if meta["arch"] == "gru" and "cell" not in kwargs and _classic_gru(ckpt["state_dict"]):
         kwargs["cell"] = "classic"  # written before the fused ConvGRU cell existed
+    if meta["arch"] == "gru" and "recurrent_scales" not in kwargs:
+        # the default changed (None -> 1): the weights say which layout they are
+        kwargs["recurrent_scales"] = _gru_recurrent_scales(ckpt["state_dict"])
     n_wl = int(kwargs.pop("in_ch"))
     kwargs.pop("out_ch", None)
     stats = NormStats.from_dict(meta["normalization"])

@@ -1,31 +1,34 @@
-"""Wavelength-recurrent reconstructor: shared encoder, ConvGRU along the wavelengths, decoder.
+"""Wavelength-recurrent reconstructor: ConvGRU along the wavelengths, U-Net decoder.
 
 Layout after Kang et al. (encoder filters 24-48-96-192, depthwise-separable ConvGRU,
-NPCC loss) and the GRU network of Allan et al. (SPIE 2020):
+NPCC loss) and the GRU network of Allan et al. (SPIE 2020), with the recurrence where it
+pays for itself (`recurrent_scales`):
 
-1. one encoder (`recon.nn.UNetEncoder`, one input channel) is shared by all wavelengths
-   and applied to each frame: the same features whatever the wavelength;
-2. at every skip scale a convolutional GRU runs along the wavelength axis, in the order
-   of the wavelengths, and its final hidden state is that scale's feature;
-3. a `recon.nn.UNetDecoder` with skip connections maps the hidden states to the OPD [nm].
+1. the coarse scales (the last `recurrent_scales` of `widths`): one encoder is shared by
+   all wavelengths and applied to each frame (the wavelengths folded into the batch),
+   after a lossless space-to-depth of the frame to the first recurrent scale
+   (`pixel_unshuffle`); at each of these scales a convolutional GRU runs along the
+   wavelength axis, in the order of the wavelengths, and its final hidden state is that
+   scale's feature;
+2. the fine scales (the others): the wavelengths stacked as input channels, PhENN's
+   encoder (`recon.nn.UNetEncoder`), so the full-resolution skips fuse every wavelength
+   pixel by pixel at the cost of one map;
+3. a `recon.nn.UNetDecoder` with skip connections maps all of them to the OPD [nm].
 
-Why a GRU at every skip scale rather than only at the bottleneck: the multi-wavelength
-information that lifts the phase ambiguity of one ZWFS frame (beyond ~[-125, +375] nm at
-1 um) is local, pixel by pixel. With a bottleneck-only GRU the decoder's
-high-resolution skips would come from single frames and carry no cross-wavelength
-information; the fine scales would have to be inferred from the coarse state alone. A
-GRU per scale fuses the wavelengths at full resolution too, for a modest cost (the
-cells are small convolutions, depthwise-separable by default).
+Why not the recurrence at every scale (``recurrent_scales=None``, the layout of
+checkpoints written before it was a choice): per-frame encoding and a GRU at full
+resolution cost each training sample L times the encoder and L serial cell steps over
+the largest maps; on a 2-core CPU that network made a third of PhENN's optimiser steps in
+the same wall time and ended far behind it (docs/results.md, study c). The coarse scales
+hold most of the channels and few pixels, so the recurrence there is cheap. Measured
+against PhENN per training sample (CPU, 64 px, 4 wavelengths, the quick-start widths):
+about 1.1x with the default ``recurrent_scales=1``, 1.5x with 2, 3.6-7x with None.
 
-`step(frame, state)` advances the recurrence by one wavelength frame and `decode(state)`
-reads the OPD out at any point, so frames can be fed as they arrive; `forward` is the
-same computation unrolled (encoder batched over all frames).
-
-Speed (the wavelength loop is serial): with the default ``cell="fused"``
-(`FusedConvGRUCell`) the input's share of all three gates is one convolution over every
-wavelength at once, before the loop, and each step is one convolution of the hidden
-state; ``cell="classic"`` (`ConvGRUCell`, two convolutions of [x, h] per step) is the
-layout of checkpoints written before the fused cell, which load with it.
+`step(frame, state)` advances the recurrence by one wavelength frame and
+`decode(state, x)` reads the OPD out (the stacked fine scales need the frames `x` of
+every wavelength), so the recurrent scales can run as frames arrive; `forward` is the
+same computation unrolled (the shared encoder batched over all frames, the input terms of
+the fused cell's gates over all wavelengths in one convolution before the loop).
 """
 
 from __future__ import annotations
@@ -34,105 +37,27 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from recon.models.convgru import CELLS, ConvGRUCell, FusedConvGRUCell
 from recon.nn.registry import register_model
 from recon.nn.unet import UNetDecoder, UNetEncoder, check_divisible
 
 __all__ = ["CELLS", "ConvGRUCell", "FusedConvGRUCell", "WavelengthGRUNet", "gru"]
 
 State = list[torch.Tensor]
-"""Hidden states, one (B, C_i, H / 2^i, W / 2^i) per scale, finest first."""
-
-
-def _conv(in_ch: int, out_ch: int, kernel_size: int, separable: bool) -> nn.Module:
-    """'Same' conv; separable: depthwise k x k then pointwise 1 x 1 (Kang et al.)."""
-    pad = kernel_size // 2
-    if not separable:
-        return nn.Conv2d(in_ch, out_ch, kernel_size, padding=pad)
-    return nn.Sequential(
-        nn.Conv2d(in_ch, in_ch, kernel_size, padding=pad, groups=in_ch, bias=False),
-        nn.Conv2d(in_ch, out_ch, 1),
-    )
-
-
-class ConvGRUCell(nn.Module):
-    """Convolutional GRU cell (Ballas et al., ICLR 2016), optionally depthwise-separable.
-
-    z, r = sigmoid(W_zr * [x, h]);  n = tanh(W_n * [x, r h]);  h' = (1 - z) h + z n
-
-    Shapes: x (B, in_ch, H, W), h (B, hidden_ch, H, W) or None (zeros) ->
-    h' (B, hidden_ch, H, W).
-    """
-
-    def __init__(
-        self, in_ch: int, hidden_ch: int, kernel_size: int = 3, separable: bool = True
-    ) -> None:
-        super().__init__()
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.hidden_ch = hidden_ch
-        self.gates = _conv(in_ch + hidden_ch, 2 * hidden_ch, kernel_size, separable)
-        self.candidate = _conv(in_ch + hidden_ch, hidden_ch, kernel_size, separable)
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
-        if h is None:
-            h = x.new_zeros(x.shape[0], self.hidden_ch, *x.shape[2:])
-        z, r = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, dim=1)  # 2x (B, C, H, W)
-        n = torch.tanh(self.candidate(torch.cat([x, r * h], 1)))  # (B, C, H, W)
-        return (1 - z) * h + z * n
-
-
-class FusedConvGRUCell(nn.Module):
-    """Convolutional GRU with fused gates, the 'reset after' form of cuDNN and `nn.GRU`:
-
-    [x_z, x_r, x_n] = W_x * x;  [h_z, h_r, h_n] = W_h * h
-    z = sigmoid(x_z + h_z);  r = sigmoid(x_r + h_r);  n = tanh(x_n + r h_n)
-    h' = (1 - z) h + z n
-
-    `project(x)` (all three gates' input terms) can run on every wavelength at once;
-    `forward(gx, h)` is then one convolution of h per step. Shapes: x (B, in_ch, H, W),
-    h (B, hidden_ch, H, W) or None (zeros) -> h' (B, hidden_ch, H, W).
-    """
-
-    def __init__(
-        self, in_ch: int, hidden_ch: int, kernel_size: int = 3, separable: bool = True
-    ) -> None:
-        super().__init__()
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.hidden_ch = hidden_ch
-        self.x_gates = _conv(in_ch, 3 * hidden_ch, kernel_size, separable)
-        self.h_gates = _conv(hidden_ch, 3 * hidden_ch, kernel_size, separable)
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Input terms of the three gates: (N, in_ch, H, W) -> (N, 3 hidden_ch, H, W)."""
-        return self.x_gates(x)
-
-    def forward(self, gx: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
-        """One step from the projected input `gx` (B, 3C, H, W) and the state h."""
-        xz, xr, xn = gx.chunk(3, dim=1)
-        if h is None:  # h = 0: W_h * h is the bias of the last convolution, no conv needed
-            last = self.h_gates[-1] if isinstance(self.h_gates, nn.Sequential) else self.h_gates
-            hz, hr, hn = last.bias.view(1, -1, 1, 1).chunk(3, dim=1)
-            z, n = torch.sigmoid(xz + hz), torch.tanh(xn + torch.sigmoid(xr + hr) * hn)
-            return z * n  # (1 - z) * 0 + z * n
-        hz, hr, hn = self.h_gates(h).chunk(3, dim=1)  # one convolution per step
-        z, r = torch.sigmoid(xz + hz), torch.sigmoid(xr + hr)
-        n = torch.tanh(xn + r * hn)
-        return (1 - z) * h + z * n
-
-
-CELLS = {"fused": FusedConvGRUCell, "classic": ConvGRUCell}
-"""ConvGRU cells by name (`WavelengthGRUNet(cell=...)`)."""
+"""Hidden states, one (B, C_i, H / 2^i, W / 2^i) per recurrent scale, finest first."""
 
 
 class WavelengthGRUNet(nn.Module):
-    """Shared encoder per frame, ConvGRU along the wavelengths at every scale, decoder.
+    """Stacked fine scales, a shared per-frame encoder and ConvGRUs at the coarse scales,
+    a U-Net decoder.
 
     Shapes: (B, L, H, W) normalised intensities, wavelengths in recurrent order ->
-    (B, out_ch, H, W) OPD [nm]. H and W must be multiples of 2^(len(widths) - 1). Any L
-    works; `in_ch` records the number the network was trained for.
+    (B, out_ch, H, W) OPD [nm]. H and W must be multiples of 2^(len(widths) - 1). With
+    stacked fine scales L must equal `in_ch`; with the recurrence at every scale
+    (``recurrent_scales=None``) any L works.
 
     The body predicts the OPD divided by the buffer `opd_scale_nm`, which turns the
     output back into nm (saved with the weights).
@@ -140,7 +65,11 @@ class WavelengthGRUNet(nn.Module):
     Args:
         in_ch: number of wavelengths (frames) the network is trained on.
         out_ch: output channels (1: the OPD map).
-        widths: encoder and hidden channels per scale, finest first.
+        widths: channels per scale, finest first (the hidden channels at recurrent scales).
+        recurrent_scales: how many of the coarsest scales run the per-frame encoder and a
+            ConvGRU along the wavelengths (1 to len(widths)); the finer ones take the
+            wavelengths stacked as channels. None: every scale (the layout before this
+            argument existed).
         block, blocks_per_stage, norm, act, down, up: see `recon.nn.UNet`.
         kernel_size: ConvGRU kernel size (odd).
         separable: depthwise-separable ConvGRU convolutions (Kang et al.).
@@ -167,6 +96,7 @@ class WavelengthGRUNet(nn.Module):
         bidirectional: bool = False,
         opd_scale_nm: float = 100.0,
         cell: str = "fused",
+        recurrent_scales: int | None = 1,
         block_kw: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -175,15 +105,32 @@ class WavelengthGRUNet(nn.Module):
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
         widths = list(widths)
+        n_rec = len(widths) if recurrent_scales is None else recurrent_scales
+        if not 1 <= n_rec <= len(widths):
+            raise ValueError(
+                f"recurrent_scales must be 1 to len(widths) = {len(widths)} or None, "
+                f"got {recurrent_scales}"
+            )
         self.in_ch, self.out_ch, self.bidirectional = in_ch, out_ch, bidirectional
         self.fused = cell == "fused"
+        self.n_stacked = len(widths) - n_rec  # fine scales with the wavelengths stacked
+        self.patch = 2**self.n_stacked  # space-to-depth factor of each frame
         cell_cls = CELLS[cell]
-        self.encoder = UNetEncoder(1, widths, block, blocks_per_stage, norm, act, down, block_kw)
-        self.cells = nn.ModuleList(cell_cls(c, c, kernel_size, separable) for c in widths)
-        self.cells_backward = nn.ModuleList(
-            cell_cls(c, c, kernel_size, separable) for c in widths if bidirectional
+        rec_widths = widths[self.n_stacked :]
+        self.stacked: UNetEncoder | None = None
+        if self.n_stacked:
+            fine = widths[: self.n_stacked]
+            self.stacked = UNetEncoder(
+                in_ch, fine, block, blocks_per_stage, norm, act, down, block_kw
+            )
+        self.encoder = UNetEncoder(
+            self.patch**2, rec_widths, block, blocks_per_stage, norm, act, down, block_kw
         )
-        self.fuse = nn.ModuleList(nn.Conv2d(2 * c, c, 1) for c in widths if bidirectional)
+        self.cells = nn.ModuleList(cell_cls(c, c, kernel_size, separable) for c in rec_widths)
+        self.cells_backward = nn.ModuleList(
+            cell_cls(c, c, kernel_size, separable) for c in rec_widths if bidirectional
+        )
+        self.fuse = nn.ModuleList(nn.Conv2d(2 * c, c, 1) for c in rec_widths if bidirectional)
         self.decoder = UNetDecoder(widths, block, blocks_per_stage, norm, act, up, block_kw)
         self.head = nn.Conv2d(widths[0], out_ch, 1)
         self.register_buffer("opd_scale_nm", torch.tensor(float(opd_scale_nm)))
@@ -191,7 +138,13 @@ class WavelengthGRUNet(nn.Module):
     @property
     def size_multiple(self) -> int:
         """H and W must be multiples of this."""
-        return self.encoder.size_multiple
+        return self.patch * self.encoder.size_multiple
+
+    def _encode_frames(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """Shared encoder: (N, 1, H, W) -> [(N, C_i, H / 2^i, W / 2^i)], recurrent scales."""
+        if self.patch > 1:  # (N, 1, H, W) -> (N, p^2, H / p, W / p), lossless
+            frames = F.pixel_unshuffle(frames, self.patch)
+        return self.encoder(frames)
 
     def step(self, frame: torch.Tensor, state: State | None = None) -> State:
         """Advance the GRUs by one wavelength frame.
@@ -201,21 +154,32 @@ class WavelengthGRUNet(nn.Module):
             state: the previous hidden states (None before the first frame).
 
         Returns:
-            The new hidden states, one (B, C_i, H / 2^i, W / 2^i) per scale.
+            The new hidden states, one (B, C_i, H / 2^i, W / 2^i) per recurrent scale.
         """
         if self.bidirectional:
             raise ValueError("step() needs a unidirectional GRU (bidirectional=False)")
         if frame.ndim == 3:
             frame = frame.unsqueeze(1)  # (B, H, W) -> (B, 1, H, W)
-        features = self.encoder(frame)  # scales x (B, C_i, h_i, w_i)
+        check_divisible(frame, self.size_multiple, "WavelengthGRUNet.step")
+        features = self._encode_frames(frame)  # recurrent scales x (B, C_i, h_i, w_i)
         if self.fused:
             features = [cell.project(f) for cell, f in zip(self.cells, features, strict=True)]
         prev = state if state is not None else [None] * len(features)
         return [cell(f, h) for cell, f, h in zip(self.cells, features, prev, strict=True)]
 
-    def decode(self, state: State) -> torch.Tensor:
-        """OPD [nm] (B, out_ch, H, W) from the hidden states of every scale."""
-        y = self.decoder(state)  # -> (B, C_0, H, W)
+    def decode(self, state: State, x: torch.Tensor | None = None) -> torch.Tensor:
+        """OPD [nm] (B, out_ch, H, W) from the hidden states of the recurrent scales and,
+        when the network has stacked fine scales, the frames x (B, in_ch, H, W)."""
+        fine: list[torch.Tensor] = []
+        if self.stacked is not None:
+            if x is None or x.shape[1] != self.in_ch:
+                got = "none" if x is None else f"{x.shape[1]} frames"
+                raise ValueError(
+                    f"decode() needs the {self.in_ch} wavelength frames (B, {self.in_ch}, H, "
+                    f"W) for the stacked fine scales, got {got}"
+                )
+            fine = self.stacked(x)  # (B, L, H, W) -> fine scales x (B, C_i, H / 2^i, ...)
+        y = self.decoder([*fine, *state])  # -> (B, C_0, H, W)
         return self.head(y) * self.opd_scale_nm  # -> (B, out_ch, H, W) [nm]
 
     def _unroll(self, cell: nn.Module, seq: torch.Tensor) -> torch.Tensor:
@@ -234,7 +198,7 @@ class WavelengthGRUNet(nn.Module):
         check_divisible(x, self.size_multiple, "WavelengthGRUNet")
         b, n_wl, height, width = x.shape
         frames = x.reshape(b * n_wl, 1, height, width)  # (B, L, H, W) -> (B*L, 1, H, W)
-        seqs = [f.reshape(b, n_wl, *f.shape[1:]) for f in self.encoder(frames)]  # (B, L, C, h, w)
+        seqs = [f.reshape(b, n_wl, *f.shape[1:]) for f in self._encode_frames(frames)]
         state = [self._unroll(cell, s) for cell, s in zip(self.cells, seqs, strict=True)]
         if self.bidirectional:
             back = [
@@ -245,7 +209,7 @@ class WavelengthGRUNet(nn.Module):
                 fuse(torch.cat([f, bk], 1))  # (B, 2C, h, w) -> (B, C, h, w)
                 for fuse, f, bk in zip(self.fuse, state, back, strict=True)
             ]
-        return self.decode(state)
+        return self.decode(state, x)
 
 
 @register_model("gru")
