@@ -31,6 +31,7 @@ __all__ = [
     "fail_line",
     "one_line_errors",
     "progress_bar",
+    "wavelengths_option",
 ]
 
 console = Console()
@@ -72,6 +73,14 @@ _PATH_ERRORS = (
     IsADirectoryError,
     NotADirectoryError,
 )
+
+
+def wavelengths_option(text: str) -> list[float]:
+    """The --wavelengths option: comma-separated numbers [um]; one-line `UserError`."""
+    try:
+        return [float(v) for v in str(text).split(",")]
+    except ValueError:
+        raise UserError(f"--wavelengths must be comma-separated numbers in um: {text}") from None
 
 
 def fail_line(err: BaseException) -> str:

@@ -11,7 +11,14 @@ from typing import Annotated
 
 import typer
 
-from common.cli import OneLineErrorGroup, UserError, console, one_line_errors, progress_bar
+from common.cli import (
+    OneLineErrorGroup,
+    UserError,
+    console,
+    one_line_errors,
+    progress_bar,
+    wavelengths_option,
+)
 from common.io import write_json_atomic
 from sim.system_cli import system_command
 
@@ -174,12 +181,7 @@ def _overrides(**given: object) -> dict:
         if value is None:
             continue
         if key == "wavelengths":
-            try:
-                value = [float(v) for v in str(value).split(",")]
-            except ValueError:
-                raise UserError(
-                    f"--wavelengths must be comma-separated numbers in um: {value}"
-                ) from None
+            value = wavelengths_option(value)
         out[names[key]] = value
     return out
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from common.cli import UserError, console, one_line_errors
+from common.cli import UserError, console, one_line_errors, wavelengths_option
 
 __all__ = ["describe_system", "system_command"]
 
@@ -71,12 +71,7 @@ def system_command(
     if from_pyzelda is not None:
         if wavelengths is None or telescope is None:
             raise UserError("--from-pyzelda needs --wavelengths (um) and --telescope (m)")
-        try:
-            waves = [float(w) for w in wavelengths.split(",")]
-        except ValueError:
-            raise UserError(
-                f"--wavelengths must be comma-separated numbers in um: {wavelengths}"
-            ) from None
+        waves = wavelengths_option(wavelengths)
         system = system_from_pyzelda(from_pyzelda, waves, telescope, model_px)
     else:
         system = load_system_file(source)
