@@ -32,6 +32,7 @@ __all__ = [
     "PER_SAMPLE",
     "PUPIL_THRESHOLD",
     "REQUIRED_ATTRS",
+    "SEGMENT_TERMS",
     "STATIC",
     "SYSTEM_FIELD_COUNT",
     "VARIABLES",
@@ -121,6 +122,8 @@ ABERRATION_CLASSES = ("modes", "screen", "mixture")
 """Values 0, 1, 2 of `aberration_class`: Noll modes; a power-law phase screen; Noll modes
 plus a screen restricted to beyond them (the modal part is the file's coefficients)."""
 SYSTEM_FIELD_COUNT = 5
+SEGMENT_TERMS = ("piston", "tip", "tilt")
+"""The terms of a segment's aberration, in order (`segment_term` dimension)."""
 """Entries of a sample's `system`: dot diameter and depth scales, pupil shift x and y
 [px], pupil scale (the order of `sim.system.SYSTEM_FIELDS`)."""
 
@@ -133,6 +136,12 @@ OPTIONAL_VARIABLES: dict[str, VarSpec] = {
         "float32",
         "1",
         "the sample's system: dot diameter and depth scales, pupil shift x, y [px], pupil scale",
+    ),
+    "segment_coefficients": VarSpec(
+        ("sample", "segment", "segment_term"),
+        "float32",
+        "nm",
+        "per-segment piston [nm OPD], tip and tilt [nm RMS over the segment] (x and y slopes)",
     ),
     "clear": VarSpec(
         ("sample", "wavelength", "y", "x"),
@@ -306,11 +315,13 @@ def create_layout(
     attrs: Mapping[str, Any],
     per_sample: bool = True,
     optional: Sequence[str] = (),
+    segments: int = 0,
 ) -> None:
     """Create the whole file (coordinates, allocated variables, attributes) and close it.
 
     `per_sample=False` leaves out the per-sample variables (the shard combiner adds
-    them as virtual datasets); `optional` names the `OPTIONAL_VARIABLES` the file holds.
+    them as virtual datasets); `optional` names the `OPTIONAL_VARIABLES` the file holds;
+    `segments`: the number of pupil segments (with "segment_coefficients").
     """
     sizes = {
         "sample": n_samples,
@@ -321,6 +332,10 @@ def create_layout(
     }
     if "system" in optional:
         sizes["system_field"] = SYSTEM_FIELD_COUNT
+    if "segment_coefficients" in optional:
+        if segments < 1:
+            raise ValueError("segment_coefficients needs segments >= 1")
+        sizes["segment"], sizes["segment_term"] = segments, len(SEGMENT_TERMS)
     yx = pixel_centres_m(npix, pixel_scale_m)
     coords = {
         "sample": np.arange(sample_offset, sample_offset + n_samples),
@@ -338,6 +353,13 @@ def create_layout(
             f.create_variable(
                 "system_field", ("system_field",), data=np.arange(SYSTEM_FIELD_COUNT)
             ).attrs.update(units="1", long_name="index of the system entry")
+        if "segment" in sizes:
+            f.create_variable(
+                "segment", ("segment",), data=np.arange(sizes["segment"], dtype=np.int32)
+            ).attrs.update(units="1", long_name="segment index (POPPY's order: +y, clockwise)")
+            f.create_variable(
+                "segment_term", ("segment_term",), data=np.arange(len(SEGMENT_TERMS))
+            ).attrs.update(units="1", long_name="segment term: " + ", ".join(SEGMENT_TERMS))
         chosen = {**VARIABLES, **{k: OPTIONAL_VARIABLES[k] for k in optional}}
         for name, spec in chosen.items():
             if spec.per_sample and not per_sample:

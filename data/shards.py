@@ -68,6 +68,7 @@ def _read_shard(path: Path) -> dict[str, Any]:
             "coords": {k: f[k][:] for k in COORDINATES if k != "sample"},
             "static": {k: f[k][:] for k in STATIC},
             "optional": optional,
+            "segments": int(f["segment"].size) if "segment" in f else 0,
             "shapes": {k: f[k].shape for k in per_sample},
             "var_attrs": {
                 k: {a: v for a, v in f[k].attrs.items() if a not in _SKIPPED_VAR_ATTRS}
@@ -150,7 +151,7 @@ def _combine_locked(
     part.unlink(missing_ok=True)
     create_layout(
         part, n_samples=total, sample_offset=offset, attrs=attrs, per_sample=False,
-        optional=optional, **layout_kw,
+        optional=optional, segments=first["segments"], **layout_kw,
     )  # fmt: skip
     with h5py.File(part, "r+") as f:
         for name in STATIC:

@@ -32,6 +32,7 @@ from data.schema import (
     FORMAT_NAME,
     OPTIONAL_VARIABLES,
     PER_SAMPLE,
+    SEGMENT_TERMS,
     STATIC,
     SYSTEM_FIELD_COUNT,
     VARIABLES,
@@ -60,7 +61,12 @@ def part_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def estimate_size_bytes(
-    n_samples: int, n_wavelengths: int, npix: int, n_modes: int, optional: Sequence[str] = ()
+    n_samples: int,
+    n_wavelengths: int,
+    npix: int,
+    n_modes: int,
+    optional: Sequence[str] = (),
+    segments: int = 0,
 ) -> int:
     """Upper estimate of the file size [bytes] (float32 data, coordinates, metadata), with
     the `optional` variables (a per-sample clear frame doubles the intensity's share)."""
@@ -69,6 +75,7 @@ def estimate_size_bytes(
         "aberration_class": 1,
         "system": 4 * SYSTEM_FIELD_COUNT,
         "clear": 4 * n_wavelengths * hw,
+        "segment_coefficients": 4 * 3 * segments,
     }
     per_sample = 4 * (n_wavelengths * hw + hw + n_modes + 1) + 8 + _OVERHEAD_PER_SAMPLE
     per_sample += sum(extra[k] for k in optional)
@@ -146,8 +153,10 @@ class DatasetWriter:
         sample_offset: int = 0,
         durable: bool = True,
         optional: Sequence[str] = (),
+        segments: int = 0,
     ) -> None:
         self.path = Path(path).absolute()
+        self.segments = int(segments)
         self.part_path, self.state_path = part_paths(self.path)
         self.n_samples = int(n_samples)
         self.sample_offset = int(sample_offset)
@@ -227,8 +236,9 @@ class DatasetWriter:
 
     def _needed_bytes(self) -> int:
         return estimate_size_bytes(
-            self.n_samples, self.wavelengths_m.size, self.npix, self.modes.size, self.optional
-        )
+            self.n_samples, self.wavelengths_m.size, self.npix, self.modes.size, self.optional,
+            self.segments,
+        )  # fmt: skip
 
     def _create(self, attrs_out: dict[str, Any]) -> None:
         self.state_path.unlink(missing_ok=True)
@@ -245,6 +255,7 @@ class DatasetWriter:
                 pixel_scale_m=attrs_out["pixel_scale_m"],
                 attrs=attrs_out,
                 optional=self.optional,
+                segments=self.segments,
             )
         except PermissionError as err:
             raise OutputFolderError(f"cannot write {self.part_path}: {err.strerror}") from None
@@ -304,6 +315,8 @@ class DatasetWriter:
             "y": self.npix,
             "x": self.npix,
             "system_field": SYSTEM_FIELD_COUNT,
+            "segment": self.segments,
+            "segment_term": len(SEGMENT_TERMS),
         }
         for name, spec in self._variables().items():
             want = tuple(sizes[d] for d in spec.dims)
@@ -417,6 +430,7 @@ class DatasetWriter:
             "rms": (b,),
             "aberration_class": (b,),
             "system": (b, SYSTEM_FIELD_COUNT),
+            "segment_coefficients": (b, self.segments, len(SEGMENT_TERMS)),
             "clear": (b, self.wavelengths_m.size, *hw),
         }
         values = dict(intensity=intensity, opd=opd, coefficients=coefficients, rms=rms, **optional)

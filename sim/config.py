@@ -42,10 +42,31 @@ class _Strict(BaseModel):
 
 
 class PupilConfig(_Strict):
-    """Circular, unobstructed pupil; the array width equals the pupil diameter."""
+    """The pupil: circular, obstructed or hexagonally segmented (`sim.apertures`), inside
+    a circle of `diameter_m`; the array width equals that diameter."""
 
-    diameter_m: float = Field(6.0, gt=0, description="pupil diameter [m]")
+    diameter_m: float = Field(6.0, gt=0, description="pupil (circumscribed) diameter [m]")
     npix: int = Field(128, ge=8, le=2048, description="pixels across the pupil")
+    geometry: Literal["circular", "obstructed", "segmented"] = Field(
+        "circular",
+        description="circular: a clear disk; obstructed: a central obstruction and spiders; "
+        "segmented: hexagonal segments (segment_rings, segment_gap_m, segment_centre)",
+    )
+    obstruction_ratio: float = Field(
+        0.14, ge=0, lt=0.9, description="obstructed: obstruction diameter / pupil diameter"
+    )
+    spiders: int = Field(4, ge=0, le=12, description="obstructed: number of spiders")
+    spider_width_m: float = Field(0.05, gt=0, description="obstructed: spider width [m]")
+    spider_angle_deg: float = Field(
+        0.0, description="obstructed: angle of the first spider from +x [deg] (as POPPY's)"
+    )
+    segment_rings: int = Field(
+        2, ge=1, le=6, description="segmented: rings of hexagons around the centre"
+    )
+    segment_gap_m: float = Field(0.01, ge=0, description="segmented: gap between segments [m]")
+    segment_centre: bool = Field(
+        False, description="segmented: whether the central segment is there"
+    )
     amplitude_rms: float = Field(
         0.0, ge=0, le=0.5,
         description="illumination: fractional RMS of the clear-pupil intensity over the pupil "
@@ -63,7 +84,18 @@ class AberrationConfig(_Strict):
     noll_max: int = Field(36, ge=1, le=1000, description="last Noll index")
     distribution: Literal["uniform", "power_law", "single_mode", "grid"] = "uniform"
     rms_min_nm: float = Field(0.0, ge=0, description="smallest OPD RMS [nm]")
-    rms_max_nm: float = Field(500.0, gt=0, le=1e5, description="largest OPD RMS [nm]")
+    rms_max_nm: float = Field(
+        500.0, ge=0, le=1e5, description="largest OPD RMS [nm] (0: no global aberration)"
+    )
+    segment_piston_nm: float = Field(
+        0.0, ge=0, le=1e5,
+        description="segmented pupils: segment pistons [nm OPD], uniform in +- this",
+    )  # fmt: skip
+    segment_tiptilt_nm: float = Field(
+        0.0, ge=0, le=1e4,
+        description="segmented pupils: segment tip and tilt [nm RMS over the segment], "
+        "uniform in +- this",
+    )  # fmt: skip
     power_law_index: float = Field(
         2.0, ge=0, description="power_law: mode std scales as (radial order)^-index"
     )
@@ -198,6 +230,19 @@ class SimConfig(_Strict):
     @model_validator(mode="after")
     def _consistency(self) -> SimConfig:
         check_wavelengths_um(self.wavelengths_um, "wavelengths_um")
+        ab = self.aberration
+        if (ab.segment_piston_nm or ab.segment_tiptilt_nm) and self.pupil.geometry != "segmented":
+            raise ValueError(
+                "aberration.segment_piston_nm and segment_tiptilt_nm need "
+                f"pupil.geometry: segmented (got {self.pupil.geometry})"
+            )
+        if self.pupil.geometry != "circular" and (
+            self.tolerances.shift_px or self.tolerances.pupil_scale
+        ):
+            raise ValueError(
+                "tolerances.shift_px and pupil_scale are modelled for the circular pupil "
+                f"only (pupil.geometry is {self.pupil.geometry})"
+            )
         if self.pupil.npix % self.detector.binning:
             raise ValueError(
                 f"pupil.npix ({self.pupil.npix}) must be a multiple of "

@@ -27,7 +27,13 @@ from data.shards import combine_shards, shard_path
 from data.writer import DatasetWriter, check_free_space, estimate_size_bytes, part_paths
 from sim.aberrations import stream_id
 from sim.config import SimConfig
-from sim.samples import file_illumination, optional_variables, reference_frames, simulate_batch
+from sim.samples import (
+    file_illumination,
+    optional_variables,
+    reference_frames,
+    segment_count,
+    simulate_batch,
+)
 from sim.zwfs import ZWFSModel
 
 __all__ = [
@@ -143,6 +149,7 @@ def run_job(job: GenerateJob, progress: ProgressFn | None = None) -> str:
         resume=job.resume,
         durable=job.fsync,
         optional=optional_variables(cfg),
+        segments=segment_count(cfg),
     ) as writer:
         if progress:
             progress(writer.n_complete)
@@ -268,8 +275,9 @@ def plan_generation(
             "--engine poppy simulates the nominal system only: no tolerances or illumination"
         )
     needed = estimate_size_bytes(
-        n, len(cfg.wavelengths_um), npix, len(cfg.aberration.modes), optional_variables(cfg)
-    )
+        n, len(cfg.wavelengths_um), npix, len(cfg.aberration.modes), optional_variables(cfg),
+        segment_count(cfg),
+    )  # fmt: skip
     check_free_space(out, needed)
     return GenerationPlan(
         cfg=cfg, out=out, n=n, split=split, seed=cfg.seed if seed is None else seed,

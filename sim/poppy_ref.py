@@ -23,13 +23,13 @@ from sim.config import SimConfig
 from sim.detector import bin_frames
 from sim.mask import dot_footprint, dot_phase_rad
 from sim.poppy_numpy import import_poppy
-from sim.pupil import circular_pupil
+from sim.pupil import pupil_segments, pupil_transmission
 
 poppy = import_poppy()
 import astropy.units as u  # noqa: E402  (after POPPY is on NumPy)
 from poppy.optics import AnalyticImagePlaneElement  # noqa: E402
 
-__all__ = ["PoppyZWFS", "import_poppy"]
+__all__ = ["PoppyZWFS", "import_poppy", "poppy_pupil"]
 
 _RAD_TO_ARCSEC = 180 / np.pi * 3600
 _LYOT_INTERMEDIATE = 5  # index of the recombined Lyot-plane wavefront in SAMC's intermediates
@@ -57,14 +57,58 @@ class _PhaseDot(AnalyticImagePlaneElement):
         return np.zeros(wave.shape)
 
 
-class PoppyZWFS:
-    """POPPY model of the configured ZWFS, one wavefront and wavelength per call (slow)."""
+def poppy_pupil(cfg: SimConfig, oversample: int = 16) -> np.ndarray:
+    """POPPY's own aperture for the config's pupil geometry (N, N): its 0/1 samples on a
+    grid `oversample` times finer, averaged over each pixel.
 
-    def __init__(self, cfg: SimConfig, antialias: bool | None = None) -> None:
+    Independent of `sim.apertures` but for the segments' flat-to-flat, which the engine
+    derives from the circumscribed diameter. Each straight or round edge through a pixel
+    misplaces at most `oversample` of its oversample^2 samples: |error| <= 1/oversample
+    per edge in the pixel.
+    """
+    p = cfg.pupil
+    n, diam = p.npix * oversample, p.diameter_m
+    wave = poppy.Wavefront(diam=diam * u.m, npix=n, oversample=1)
+    if p.geometry == "segmented":
+        seg = pupil_segments(p)
+        optics = [poppy.MultiHexagonAperture(
+            flattoflat=seg.flat_to_flat_m * u.m, gap=p.segment_gap_m * u.m,
+            rings=p.segment_rings, center=p.segment_centre,
+        )]  # fmt: skip
+    else:
+        optics = [poppy.CircularAperture(radius=diam / 2 * u.m, gray_pixel=False)]
+        if p.geometry == "obstructed":
+            optics.append(poppy.SecondaryObscuration(
+                secondary_radius=p.obstruction_ratio * diam / 2 * u.m, n_supports=p.spiders,
+                support_width=p.spider_width_m * u.m, support_angle_offset=p.spider_angle_deg,
+            ))  # fmt: skip
+    fine = np.ones((n, n))
+    for optic in optics:
+        fine = fine * np.asarray(optic.get_transmission(wave), dtype=np.float64)
+    return fine.reshape(p.npix, oversample, p.npix, oversample).mean(axis=(1, 3))
+
+
+class PoppyZWFS:
+    """POPPY model of the configured ZWFS, one wavefront and wavelength per call (slow).
+
+    pupil: "engine" (the engine's exact-area pupil: the optics alone are compared) or
+    "poppy" (POPPY's own aperture, `poppy_pupil` at `oversample`).
+    """
+
+    def __init__(
+        self,
+        cfg: SimConfig,
+        antialias: bool | None = None,
+        pupil: str = "engine",
+        oversample: int = 16,
+    ) -> None:
         self.cfg = cfg
         antialias = cfg.focal.antialias if antialias is None else antialias
         npix, diam = cfg.pupil.npix, cfg.pupil.diameter_m
-        self.pupil = circular_pupil(npix, diam)
+        if pupil not in ("engine", "poppy"):
+            raise ValueError(f"pupil must be engine or poppy, got {pupil!r}")
+        self.pupil = pupil_transmission(cfg.pupil) if pupil == "engine" else (
+            poppy_pupil(cfg, oversample))  # fmt: skip
         self._pixelscale = diam / npix * u.m / u.pixel
         lam_d_arcsec = cfg.mask.lambda0_um * 1e-6 / diam * _RAD_TO_ARCSEC
         q = cfg.focal.samples_per_lambda0_d

@@ -1,10 +1,45 @@
-"""Pupil-plane grid and the grey-edged circular pupil (exact pixel areas, as POPPY's)."""
+"""Pupil-plane grid and the grey-edged pupils (exact pixel areas): the circle here, the
+obstructed and segmented ones in `sim.apertures`; `pupil_transmission` picks by config."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-__all__ = ["circular_pupil", "pupil_coordinates_m"]
+if TYPE_CHECKING:
+    from sim.apertures import SegmentedPupil
+    from sim.config import PupilConfig
+
+__all__ = ["circular_pupil", "pupil_coordinates_m", "pupil_segments", "pupil_transmission"]
+
+
+def pupil_transmission(pupil: PupilConfig, npix: int | None = None) -> np.ndarray:
+    """Transmission (N, N) of the configured pupil geometry on `npix` (default the
+    config's) pixels across its diameter."""
+    n = pupil.npix if npix is None else npix
+    if pupil.geometry == "circular":
+        return circular_pupil(n, pupil.diameter_m)
+    if pupil.geometry == "obstructed":
+        from sim.apertures import obstructed_pupil
+
+        return obstructed_pupil(
+            n, pupil.diameter_m, pupil.obstruction_ratio, pupil.spiders,
+            pupil.spider_width_m, pupil.spider_angle_deg,
+        )  # fmt: skip
+    return pupil_segments(pupil, n).transmission
+
+
+def pupil_segments(pupil: PupilConfig, npix: int | None = None) -> SegmentedPupil:
+    """The segments of a segmented pupil (`sim.apertures.SegmentedPupil`)."""
+    if pupil.geometry != "segmented":
+        raise ValueError(f"pupil.geometry is {pupil.geometry}, not segmented")
+    from sim.apertures import segmented_pupil
+
+    n = pupil.npix if npix is None else npix
+    return segmented_pupil(
+        n, pupil.diameter_m, pupil.segment_rings, pupil.segment_gap_m, pupil.segment_centre
+    )
 
 
 def pupil_coordinates_m(npix: int, diameter_m: float) -> np.ndarray:

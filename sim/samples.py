@@ -21,10 +21,31 @@ from sim.detector import add_noise, bin_frames
 from sim.system import NOMINAL_SYSTEM, draw_systems, illumination_maps, system_terms
 from sim.zwfs import ZWFSModel
 
-__all__ = ["FILE_ILLUMINATION", "SampleBatch", "optional_variables", "simulate_batch"]
+__all__ = [
+    "FILE_ILLUMINATION",
+    "SampleBatch",
+    "optional_variables",
+    "segment_aberrations",
+    "segment_count",
+    "simulate_batch",
+]
 
 FILE_ILLUMINATION = 2**62
 """The illumination key of a file's one map (`illumination_maps`): no sample index."""
+
+
+def segment_aberrations(cfg: SimConfig) -> bool:
+    """Whether the config draws piston, tip or tilt per segment."""
+    return bool(cfg.aberration.segment_piston_nm or cfg.aberration.segment_tiptilt_nm)
+
+
+def segment_count(cfg: SimConfig) -> int:
+    """Segments of the file's `segment_coefficients` (0: none)."""
+    if not segment_aberrations(cfg):
+        return 0
+    from sim.pupil import pupil_segments
+
+    return pupil_segments(cfg.pupil).count
 
 
 def optional_variables(cfg: SimConfig) -> tuple[str, ...]:
@@ -32,6 +53,8 @@ def optional_variables(cfg: SimConfig) -> tuple[str, ...]:
     out = []
     if cfg.aberration.kind != "modes":
         out.append("aberration_class")
+    if segment_aberrations(cfg):
+        out.append("segment_coefficients")
     if cfg.tolerances.active:
         out.append("system")
     if cfg.tolerances.active or (cfg.pupil.amplitude_rms > 0 and cfg.pupil.amplitude_per_sample):
@@ -114,6 +137,15 @@ def simulate_batch(
     )
     names = optional_variables(cfg)
     optional: dict[str, np.ndarray] = {}
+    if "segment_coefficients" in names:
+        from sim.aberrations import pupil_rms
+        from sim.segments import draw_segment_coefficients, segment_basis, segment_opd
+
+        seg = draw_segment_coefficients(cfg, idx, seed, stream)  # (B, S, 3) nm
+        seg_basis = segment_basis(cfg).to(ab.opd.device)
+        ab.opd = ab.opd + segment_opd(torch.as_tensor(seg), seg_basis).to(ab.opd.dtype)
+        ab.rms = pupil_rms(ab.opd.to(torch.float64), engine.mask).to(ab.rms.dtype)
+        optional["segment_coefficients"] = seg.astype(np.float32)
     clear: torch.Tensor | None = None
     if "aberration_class" in names:
         optional["aberration_class"] = ab.classes

@@ -68,7 +68,10 @@ def system_terms(
     batched = sys_t.dim() == 2
     rows = sys_t if batched else sys_t[None]
     npix = engine.cfg.pupil.npix
-    pupil = torch.stack([system_pupil(npix, r) for r in rows])  # (B, N, N) transmission
+    if engine.cfg.pupil.geometry == "circular":
+        pupil = torch.stack([system_pupil(npix, r) for r in rows])  # (B, N, N) transmission
+    else:  # shift and scale are modelled for the circle only (the config refuses them)
+        pupil = engine.pupil.to(torch.float64).expand(len(rows), npix, npix)
     amplitude = pupil  # transmission: an amplitude (no square root: its slope at 0 is inf)
     if illumination is not None:
         amplitude = amplitude * illumination.to(torch.float64).sqrt()  # the map is >= 0.05

@@ -27,7 +27,7 @@ from sim.babinet import DotGrid, RealBabinet
 from sim.config import SimConfig
 from sim.detector import bin_frames
 from sim.mask import dot_footprint, dot_phase_rad, focal_coordinates
-from sim.pupil import circular_pupil, pupil_coordinates_m
+from sim.pupil import pupil_coordinates_m, pupil_transmission
 from sim.zernike import zernike_basis
 
 __all__ = ["LOW_RANK_RTOL", "ZWFSModel", "dot_mix"]
@@ -76,7 +76,7 @@ class ZWFSModel(torch.nn.Module):
         npix, q = cfg.pupil.npix, cfg.focal.samples_per_lambda0_d
 
         self.antialias = antialias
-        pupil = circular_pupil(npix, cfg.pupil.diameter_m)
+        pupil = pupil_transmission(cfg.pupil)
         u = focal_coordinates(cfg.focal_box_samples, q)  # [lambda0/D]
         footprint = dot_footprint(u, cfg.mask.diameter_lambda0_d, antialias)
         theta = dot_phase_rad(cfg.wavelengths_um, cfg.mask)
