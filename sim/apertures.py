@@ -40,6 +40,10 @@ def _clamped_integral(t: np.ndarray, h: np.ndarray | float) -> np.ndarray:
     return np.where(t <= 0, 0.0, np.where(t >= h, h * t - 0.5 * h * h, 0.5 * t * t))
 
 
+ROUNDING_AREA = 1e-9
+"""Cell fractions below this are rounding, not area (the sums leave ~1e-14)."""
+
+
 def polygon_cell_areas(edges: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     """Fraction (M, M) of each square cell covered by a simple polygon, exact up to rounding.
 
@@ -78,8 +82,10 @@ def polygon_cell_areas(edges: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     by_height = np.clip(tu, 0.0, h) * (w - u)[:, :, None]
     integral = np.where(flat[:, None, None], by_height, by_slope) * present[:, :, None]
     direction = np.sign(x2 - x1)[:, None, None]  # moving +x: the lower boundary
-    area = -orient * np.sum(direction * integral, axis=0)  # (M columns, M rows)
-    return np.clip(area.T / h**2, 0.0, 1.0)  # (rows, columns)
+    area = -orient * np.sum(direction * integral, axis=0) / h**2  # (M columns, M rows)
+    # the sum leaves ~1e-14 of rounding on cells the polygon does not touch: zero them, so
+    # that "transmission > 0" means lit (a pixel touched by 1e-9 of its area is dark anyway)
+    return np.where(area.T > ROUNDING_AREA, np.minimum(area.T, 1.0), 0.0)  # (rows, columns)
 
 
 def hexagon_vertices(centre: tuple[float, float], side: float) -> np.ndarray:
@@ -209,4 +215,4 @@ def obstructed_pupil(
         ends = ((start, -half_w), (stop, -half_w), (stop, half_w), (start, half_w))
         corners = [along * t + across * s for t, s in ends]
         out = out - polygon_cell_areas(e, np.asarray(corners))
-    return np.clip(out, 0.0, 1.0)
+    return np.where(out > ROUNDING_AREA, np.minimum(out, 1.0), 0.0)  # rounding: dark

@@ -180,6 +180,7 @@ def _overrides(**given: object) -> dict:
         "pupil": "pupil.geometry",
         "segment_piston": "aberration.segment_piston_nm",
         "segment_tiptilt": "aberration.segment_tiptilt_nm",
+        "segment_scale": "aberration.segment_scale",
     }
     out = {}
     for key, value in given.items():
@@ -225,6 +226,10 @@ def generate(
     segment_tiptilt: Annotated[
         float | None, typer.Option(help="segmented: tip, tilt uniform in +- this [nm RMS]")
     ] = None,
+    segment_scale: Annotated[
+        str | None,
+        typer.Option(help="segmented: fixed | uniform (each sample's ranges x U[0, 1])"),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
     batch_size: Annotated[int, typer.Option(help="samples per batch")] = 16,
     workers: Annotated[int, typer.Option(help="processes, one shard each")] = 1,
@@ -250,6 +255,7 @@ def generate(
         read_noise=read_noise, aberration=aberration, screen_index=screen_index,
         high_order_rms=high_order_rms, amplitude_rms=amplitude_rms, pupil=pupil,
         segment_piston=segment_piston, segment_tiptilt=segment_tiptilt,
+        segment_scale=segment_scale,
     )  # fmt: skip
     cfg = cfg.with_overrides(**changes) if changes else cfg
     plan = plan_generation(

@@ -96,6 +96,12 @@ class AberrationConfig(_Strict):
         description="segmented pupils: segment tip and tilt [nm RMS over the segment], "
         "uniform in +- this",
     )  # fmt: skip
+    segment_scale: Literal["fixed", "uniform"] = Field(
+        "fixed",
+        description="segmented pupils: fixed: every sample draws in the full ranges; "
+        "uniform: each sample's ranges scaled by its own factor, uniform in [0, 1] (a test "
+        "set that covers 0 to the range, for the piston capture range)",
+    )
     power_law_index: float = Field(
         2.0, ge=0, description="power_law: mode std scales as (radial order)^-index"
     )

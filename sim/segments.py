@@ -21,12 +21,16 @@ import torch
 from data.schema import SEGMENT_TERMS
 from sim.config import SimConfig
 from sim.pupil import pupil_segments
+from sim.zernike import zernike_basis
 
 __all__ = [
     "SEGMENT_STREAM",
     "draw_segment_coefficients",
     "poppy_slopes",
     "segment_basis",
+    "segment_fit_basis",
+    "segment_means",
+    "segment_means_weights",
     "segment_opd",
 ]
 
@@ -54,7 +58,8 @@ def segment_basis(cfg: SimConfig, npix: int | None = None) -> torch.Tensor:
 
 def draw_segment_coefficients(cfg: SimConfig, indices: np.ndarray, seed: int, stream: int):
     """(B, S, 3) float64 [nm]: pistons uniform in +- `segment_piston_nm`, tip and tilt in
-    +- `segment_tiptilt_nm`, from each sample's own generator."""
+    +- `segment_tiptilt_nm` (times a factor uniform in [0, 1] per sample when
+    `segment_scale` is uniform), from each sample's own generator."""
     count = pupil_segments(cfg.pupil).count
     ab = cfg.aberration
     half = np.array([ab.segment_piston_nm, ab.segment_tiptilt_nm, ab.segment_tiptilt_nm])
@@ -62,6 +67,8 @@ def draw_segment_coefficients(cfg: SimConfig, indices: np.ndarray, seed: int, st
     for row, i in enumerate(np.asarray(indices, dtype=np.int64)):
         rng = np.random.default_rng([seed, stream, int(i), SEGMENT_STREAM])
         out[row] = rng.uniform(-1, 1, (count, len(SEGMENT_TERMS))) * half
+        if ab.segment_scale == "uniform":
+            out[row] *= rng.uniform()
     return out
 
 
@@ -76,3 +83,55 @@ def poppy_slopes(cfg: SimConfig, coefficients: np.ndarray) -> np.ndarray:
     sigma_m = seg.side_px * cfg.pupil.diameter_m / seg.npix * HEX_RMS
     c = np.asarray(coefficients, dtype=np.float64) * 1e-9
     return np.concatenate([c[:, :1], c[:, 1:] / sigma_m], axis=1)
+
+
+def segment_fit_basis(cfg: SimConfig, noll_max: int) -> tuple[torch.Tensor, list[str]]:
+    """The refinement's modes (J, N, N) float64 on a segmented pupil, and their labels.
+
+    The piston of every segment but the first (the ZWFS cannot see a piston common to
+    all: the fit holds the first at its start), tip and tilt of every segment
+    (`segment_basis`), then Noll 2..`noll_max` made orthogonal to those over the lit
+    pixels and unit RMS there: a global mode keeps only what the segments cannot hold
+    (Noll 2 and 3 drop out, being segment pistons, tips and tilts).
+    """
+    seg_modes = segment_basis(cfg)  # (S, 3, N, N)
+    count = seg_modes.shape[0]
+    columns = [seg_modes[1:, 0], seg_modes[:, 1], seg_modes[:, 2]]
+    labels = [f"piston {s}" for s in range(1, count)]
+    labels += [f"tip {s}" for s in range(count)] + [f"tilt {s}" for s in range(count)]
+    lit = torch.as_tensor(pupil_segments(cfg.pupil).transmission > 0)
+    segment_part = torch.cat(columns)  # (3S - 1, N, N)
+    every = seg_modes.flatten(0, 1)[:, lit].T  # with the first piston: the global ones
+    q, _ = torch.linalg.qr(every)  # must not bring it back (piston is not a mode here)
+    npix, modes = cfg.pupil.npix, range(2, int(noll_max) + 1)
+    z = torch.as_tensor(zernike_basis(list(modes), npix, cfg.pupil.diameter_m, clip=False))[
+        :, lit
+    ].T
+    global_cols = []
+    for j, col in zip(modes, z.T, strict=True):
+        rest = col - q @ (q.T @ col)
+        for done in global_cols:  # Gram-Schmidt among the global modes too
+            rest = rest - done * (done @ rest) / (done @ done)
+        rms = float(rest.square().mean().sqrt())
+        if rms < 1e-9 * float(col.square().mean().sqrt()):
+            continue  # the segments hold this mode
+        global_cols.append(rest / rms)
+        labels.append(f"Noll {j}")
+    out = torch.zeros(len(labels), npix, npix, dtype=torch.float64)
+    out[: len(segment_part)] = segment_part
+    if global_cols:
+        out[len(segment_part) :, lit] = torch.stack(global_cols)
+    return out, labels
+
+
+def segment_means_weights(cfg: SimConfig) -> np.ndarray:
+    """(S, N, N) float64: each segment's pixel weights (their areas), summing to 1."""
+    seg = pupil_segments(cfg.pupil)
+    weights = np.stack([seg.transmission * (seg.index == s) for s in range(seg.count)])
+    return weights / weights.sum(axis=(1, 2), keepdims=True)
+
+
+def segment_means(maps: np.ndarray, cfg: SimConfig) -> np.ndarray:
+    """(B, S) each segment's mean of maps (B, N, N), weighted by its pixels' areas."""
+    weights = segment_means_weights(cfg)
+    return np.einsum("bhw,shw->bs", np.asarray(maps, dtype=np.float64), weights)

@@ -27,10 +27,13 @@ def _numpy(x: ArrayLike) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
-def zernike_basis(modes: Sequence[int], npix: int, diameter_m: float = 1.0) -> np.ndarray:
+def zernike_basis(
+    modes: Sequence[int], npix: int, diameter_m: float = 1.0, clip: bool = True
+) -> np.ndarray:
     """Zernike modes (M, npix, npix), float64, unit RMS over the pupil, 0 outside it.
 
-    modes: Noll indices j (1 = piston).
+    modes: Noll indices j (1 = piston). clip: False: the polynomials go on outside the
+    circle (for pixels that a non-circular pupil lights there).
     """
     if len(modes) == 0:
         raise ValueError("zernike_basis needs at least one Noll index")
@@ -39,7 +42,7 @@ def zernike_basis(modes: Sequence[int], npix: int, diameter_m: float = 1.0) -> n
     coords = pupil_coordinates_m(npix, diameter_m) / (diameter_m / 2)
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
     rho, theta = np.hypot(xx, yy), np.arctan2(yy, xx)
-    return np.stack([_zernike(j, rho, theta) for j in modes])
+    return np.stack([_zernike(j, rho, theta, clip) for j in modes])
 
 
 def noll_indices(j: int) -> tuple[int, int]:
@@ -75,8 +78,8 @@ def _radial(n: int, m_abs: int, rho: np.ndarray) -> np.ndarray:
     return out
 
 
-def _zernike(j: int, rho: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """Noll-normalised mode j at (rho, theta); 0 outside rho = 1."""
+def _zernike(j: int, rho: np.ndarray, theta: np.ndarray, clip: bool = True) -> np.ndarray:
+    """Noll-normalised mode j at (rho, theta); 0 outside rho = 1 when `clip`."""
     n, m = noll_indices(j)
     inside = rho <= 1
     if m == 0:
@@ -84,7 +87,7 @@ def _zernike(j: int, rho: np.ndarray, theta: np.ndarray) -> np.ndarray:
     else:
         azimuth = np.cos(m * theta) if m > 0 else np.sin(-m * theta)
         z = np.sqrt(2 * (n + 1)) * _radial(n, abs(m), rho) * azimuth
-    return np.where(inside, z, 0.0)
+    return np.where(inside, z, 0.0) if clip else z
 
 
 def zernike_coefficients(opd: ArrayLike, basis: ArrayLike, mask: np.ndarray) -> np.ndarray:

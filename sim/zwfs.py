@@ -111,8 +111,11 @@ class ZWFSModel(torch.nn.Module):
         return list(self.cfg.wavelengths_um)
 
     def basis(self) -> torch.Tensor:
-        """Zernike basis (M, N, N) of the configured modes on this model's grid and device."""
-        z = zernike_basis(self.cfg.aberration.modes, self.cfg.pupil.npix, self.cfg.pupil.diameter_m)
+        """Zernike basis (M, N, N) of the configured modes on this model's grid and device
+        (a segmented pupil's corners, lit outside the circle, carry the polynomials on)."""
+        pupil = self.cfg.pupil
+        clip = pupil.geometry != "segmented"
+        z = zernike_basis(self.cfg.aberration.modes, pupil.npix, pupil.diameter_m, clip)
         return torch.as_tensor(z, dtype=self.real_dtype, device=self.pupil.device)
 
     def dot_kernel(self, diameter_scale: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,9 @@ from recon.evaluation.metrics import (
     capture_range,
     capture_range_strict,
     pearson,
+    piston_capture_range,
     residual_rms_nm,
+    segment_piston_errors,
 )
 from recon.evaluation.testset import TestSet, open_test_set
 from recon.refine.solver import CONVERGED, STATUSES
@@ -101,6 +103,7 @@ def evaluate(
         res = {k: np.empty(n) for k in estimators}
         corr = {k: np.empty(n) for k in estimators}
         seconds = dict.fromkeys(estimators, 0.0)
+        pistons = _PistonErrors.of(ts, n, estimators)  # segmented files: per segment
         fits: dict[str, dict[str, list[np.ndarray]]] = {}  # refined estimators' reports
         ex_true: dict[int, np.ndarray] = {}
         ex_est: dict[str, dict[int, np.ndarray]] = {k: {} for k in estimators}
@@ -122,6 +125,8 @@ def evaluate(
                     for key in ("good_fit", "starts", "iterations", "status"):
                         fits.setdefault(name, {}).setdefault(key, []).append(getattr(fit, key))
                 res[name][a:b] = residual_rms_nm(opd, guess, mask)
+                if pistons is not None:
+                    pistons.add(name, a, guess - opd)
                 corr[name][a:b] = pearson(opd, guess, mask)
                 for i in pick:
                     if a <= i < b:
@@ -131,6 +136,8 @@ def evaluate(
     report = _assemble(
         estimators, ts, true_rms, res, corr, seconds, pick, ex_true, ex_est, reference
     )
+    if pistons is not None:
+        pistons.into(report)
     for name, parts in fits.items():
         got = {key: np.concatenate(v) for key, v in parts.items()}
         report["per_sample"].setdefault("good_fit", {})[name] = got["good_fit"].tolist()
@@ -147,7 +154,64 @@ def evaluate(
     if crb:
         report["crb"] = _crb_section(data_path, n, true_rms, report)
         report["per_sample"]["crb_rms_nm"] = report["crb"].pop("crb_rms_nm")
+        if "segment_piston_crb_nm" in report["crb"]:
+            bound = np.asarray(report["crb"].pop("segment_piston_crb_nm"))
+            report["per_sample"]["segment_piston_crb_nm"] = bound.tolist()
+            if pistons is not None:
+                pistons.against_bound(report, bound)
     return report
+
+
+class _PistonErrors:
+    """Per-segment piston errors of every estimator on a file with segment pistons."""
+
+    def __init__(self, weights: np.ndarray, true_pistons: np.ndarray, names: list[str]):
+        self.weights = weights  # (S, H, W)
+        p = true_pistons - true_pistons.mean(axis=1, keepdims=True)
+        self.piston_range = np.abs(p).max(axis=1)  # (n,) [nm OPD]
+        self.errors = {k: np.empty(true_pistons.shape) for k in names}
+
+    @classmethod
+    def of(cls, ts: Any, n: int, estimators: Mapping[str, Estimator]) -> _PistonErrors | None:
+        if "segment_coefficients" not in ts.file:
+            return None
+        from sim.segments import segment_means_weights
+
+        pistons = np.asarray(ts.file["segment_coefficients"][:n, :, 0], dtype=np.float64)
+        return cls(segment_means_weights(ts.sim_config()), pistons, list(estimators))
+
+    def add(self, name: str, start: int, error_maps: np.ndarray) -> None:
+        """Errors of estimate - truth maps (B, H, W) [nm] of samples start..start + B."""
+        e = segment_piston_errors(error_maps, self.weights)
+        self.errors[name][start : start + len(e)] = e
+
+    def against_bound(self, report: dict[str, Any], bound: np.ndarray) -> None:
+        """Piston errors against the CRB (n, S) [nm] over the samples inside each
+        estimator's piston capture range: each sample's RMS over its segments, the ratio's
+        median over samples (``piston_error_over_crb``, as the bins' medians judge) and
+        the RMS over all of them (``piston_error_rms_nm``, ``piston_crb_rms_nm``)."""
+        for name, e in self.errors.items():
+            section = report["estimators"][name]["piston"]
+            inside = self.piston_range <= section["piston_capture_range_nm"]
+            if not inside.any():
+                continue
+            err, crb = e[inside], bound[inside]
+            ratio = np.sqrt(np.mean(err**2, axis=1) / np.nanmean(crb**2, axis=1))
+            section |= {
+                "piston_error_rms_nm": float(np.sqrt(np.mean(err**2))),
+                "piston_crb_rms_nm": float(np.sqrt(np.nanmean(crb**2))),
+                "piston_error_over_crb": float(np.median(ratio)),
+                "piston_error_over_crb_p90": float(np.percentile(ratio, 90)),
+            }
+
+    def into(self, report: dict[str, Any]) -> None:
+        """Each estimator's ``piston`` section; per-sample ranges and errors."""
+        for name, e in self.errors.items():
+            report["estimators"][name]["piston"] = piston_capture_range(self.piston_range, e)
+        report["per_sample"]["piston_range_nm"] = self.piston_range.tolist()
+        report["per_sample"]["segment_piston_error_nm"] = {
+            k: v.tolist() for k, v in self.errors.items()
+        }
 
 
 def _crb_section(

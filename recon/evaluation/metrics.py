@@ -4,6 +4,7 @@
 - `pearson`: Pearson correlation of truth and estimate over the pupil, per sample.
 - `capture_range`: single-shot capture range from 25 nm bins of true RMS.
 - `closed_loop_capture_range`: the same bins, judged on the final closed-loop residual.
+- `segment_piston_errors`, `piston_capture_range`: segmented pupils, per segment.
 
 Capture range: bin the samples by true RMS in 25 nm bins
 ([0, 25), [25, 50), ...). A bin passes when its median residual RMS is at most
@@ -33,8 +34,15 @@ __all__ = [
     "capture_range_strict",
     "closed_loop_capture_range",
     "pearson",
+    "piston_capture_range",
     "residual_rms_nm",
+    "segment_piston_errors",
 ]
+
+PISTON_TOLERANCE_NM = 10.0
+"""A segment is phased when its piston error is within this [nm OPD]."""
+PISTON_FRACTION = 0.99
+"""The piston capture range: bins where at least this fraction of segments are phased."""
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -305,3 +313,59 @@ def closed_loop_capture_range(
         f"0-{bin_width:g} nm bin not judged"
     )
     return _summarise(rows, 1, bin_width, crit)
+
+
+def segment_piston_errors(error_maps: ArrayLike, weights: ArrayLike) -> np.ndarray:
+    """(B, S) piston error [nm OPD] of each segment: the mean of estimate - truth over its
+    pixels (`weights` (S, H, W), each summing to 1: `sim.segments.segment_means_weights`),
+    less the mean over the segments (a piston common to all is invisible to the ZWFS)."""
+    d = np.einsum("bhw,shw->bs", _as_numpy(error_maps), _as_numpy(weights))
+    return d - d.mean(axis=1, keepdims=True)
+
+
+def piston_capture_range(
+    piston_range_nm: ArrayLike,
+    errors_nm: ArrayLike,
+    bin_width: float = 50.0,
+    tolerance_nm: float = PISTON_TOLERANCE_NM,
+    fraction: float = PISTON_FRACTION,
+) -> dict[str, Any]:
+    """The largest segment-piston range in which `fraction` of segments end within
+    `tolerance_nm`.
+
+    Samples are binned by their piston range (the largest |piston - mean piston| over
+    their segments [nm OPD]) in `bin_width` bins from 0; the capture range is the upper
+    edge of the unbroken run of passing bins from the first (an empty bin breaks it).
+    errors_nm: (n, S) `segment_piston_errors`.
+    """
+    t = _as_numpy(piston_range_nm).ravel()
+    e = np.abs(_as_numpy(errors_nm))
+    if e.ndim != 2 or e.shape[0] != t.size:
+        raise ValueError(f"errors {e.shape} must be (samples, segments) for {t.size} samples")
+    n_bins = max(int(np.ceil(float(t.max(initial=0.0)) / bin_width - 1e-9)), 1)
+    rows, capture, unbroken = [], 0.0, True
+    for k, inside in enumerate(bin_masks(t, bin_width, n_bins)):
+        seg = e[inside].ravel()
+        within = float(np.mean(seg <= tolerance_nm)) if seg.size else None
+        ok = within is not None and within >= fraction
+        unbroken = unbroken and ok
+        if unbroken:
+            capture = (k + 1) * bin_width
+        rows.append(
+            {
+                "lo_nm": k * bin_width,
+                "hi_nm": (k + 1) * bin_width,
+                "samples": int(inside.sum()),
+                "within_fraction": within,
+                "median_abs_error_nm": float(np.median(seg)) if seg.size else None,
+                "ok": ok,
+            }
+        )
+    return {
+        "piston_capture_range_nm": capture,
+        "tolerance_nm": tolerance_nm,
+        "fraction": fraction,
+        "bin_width_nm": bin_width,
+        "within_fraction": float(np.mean(e <= tolerance_nm)) if e.size else None,
+        "bins": rows,
+    }

@@ -124,15 +124,71 @@ def _markdown(report: dict[str, Any]) -> str:
             + " | ".join(cells)
             + (f" | {fmt(crb_bins[k], 2)} |" if crb_bins else " |")
         )
+    lines += _piston_markdown(report)
     if crb:
         lines += [
             "",
-            f"CRB: Cramer-Rao bound of the OPD RMS error of Noll {crb['modes'][0]}-"
-            f"{crb['modes'][-1]} coefficients (median per bin) at {crb['photons']:.3g} photons "
+            f"CRB: Cramer-Rao bound of the OPD RMS error of {_crb_modes(crb)} "
+            f"coefficients (median per bin) at {crb['photons']:.3g} photons "
             f"per frame in the clear pupil and {crb['read_noise_e']:g} e- read noise "
             "(`recon.evaluation.crb`).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _crb_modes(crb: dict[str, Any]) -> str:
+    """The fitted modes the bound is for, in words."""
+    labels = crb.get("basis") or [f"Noll {j}" for j in crb["modes"]]
+    if labels[0].startswith("piston"):
+        rest = [x for x in labels if x.startswith("Noll")]
+        tail = f" and {rest[0]}-{rest[-1].split()[-1]} made orthogonal to them" if rest else ""
+        return f"per-segment piston, tip and tilt{tail}"
+    return f"Noll {crb['modes'][0]}-{crb['modes'][-1]}"
+
+
+def _piston_markdown(report: dict[str, Any]) -> list[str]:
+    """Segmented pupils: each estimator's piston capture range and its bins."""
+    sections = {k: e["piston"] for k, e in report["estimators"].items() if "piston" in e}
+    if not sections:
+        return []
+    first = next(iter(sections.values()))
+    names = list(sections)
+    lines = [
+        "",
+        f"Segment pistons: fraction of segments within {first['tolerance_nm']:g} nm of OPD "
+        "(piston error: the segment's mean error less the mean over the segments), per bin "
+        "of each sample's piston range (largest |piston - mean|); piston capture range: "
+        f"the unbroken run of bins from 0 with at least {100 * first['fraction']:g} %.",
+        "",
+        "| piston range (nm) | n | " + " | ".join(names) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in names) + " |",
+        "| capture range (nm) | | "
+        + " | ".join(f"{sections[k]['piston_capture_range_nm']:.0f}" for k in names)
+        + " |",
+        "| all samples | | "
+        + " | ".join(f"{100 * sections[k]['within_fraction']:.1f} %" for k in names)
+        + " |",
+    ]
+    if any("piston_error_over_crb" in sec for sec in sections.values()):
+        lines.append(
+            "| error / CRB inside the range: median (90th pct.); RMS error, RMS CRB | | "
+            + " | ".join(
+                f"{sections[k]['piston_error_over_crb']:.2f} "
+                f"({sections[k]['piston_error_over_crb_p90']:.2f}); "
+                f"{sections[k]['piston_error_rms_nm']:.3g}, "
+                f"{sections[k]['piston_crb_rms_nm']:.3g} nm"
+                if "piston_error_over_crb" in sections[k] else "-"
+                for k in names
+            )
+            + " |"
+        )  # fmt: skip
+    for rows in zip(*(sections[n]["bins"] for n in names), strict=True):
+        r0 = rows[0]
+        cells = ["-" if r["within_fraction"] is None else f"{100 * r['within_fraction']:.1f} %"
+                 for r in rows]  # fmt: skip
+        lines.append(f"| {r0['lo_nm']:.0f}-{r0['hi_nm']:.0f} | {r0['samples']} | "
+                     + " | ".join(cells) + " |")  # fmt: skip
+    return lines
 
 
 def _binned_median(

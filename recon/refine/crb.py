@@ -21,8 +21,27 @@ import torch
 
 from recon.refine.forward import FrameModel
 from recon.refine.noise import NoiseModel
+from sim.segments import segment_means_weights
 
-__all__ = ["crb_rms_nm"]
+__all__ = ["crb_rms_nm", "fisher_covariance", "segment_piston_crb_nm"]
+
+
+def fisher_covariance(
+    model: FrameModel, opd_nm: np.ndarray, basis: torch.Tensor, noise: NoiseModel
+) -> torch.Tensor:
+    """The bound's covariance F^-1 (B, J, J) [nm^2] of the coefficients of `basis` (J, N, N)
+    at true OPD maps (B, N, N) [nm], float64 (pseudo-inverse where F is singular)."""
+    if not noise.noisy:
+        raise ValueError("the Cramer-Rao bound needs a photon level (detector.photons)")
+    opd = model.tensor(opd_nm)
+    lin = model.linearise(opd)
+    inv_var = noise.variance(lin.intensity).reciprocal()  # (B, L, N, N)
+    jac = model.modal_jacobian(lin, basis.to(model.dtype)).flatten(2)  # (B, J, P)
+    fisher = ((jac * inv_var.flatten(1)[:, None]) @ jac.transpose(1, 2)).to(torch.float64)
+    try:
+        return torch.linalg.inv(fisher)
+    except RuntimeError:  # a singular batch: fall back sample by sample
+        return torch.stack([torch.linalg.pinv(f) for f in fisher])
 
 
 def crb_rms_nm(
@@ -33,21 +52,26 @@ def crb_rms_nm(
     `model` should be float64 (the Fisher matrix of bright, well-sampled frames is
     ill-conditioned in float32). NaN where the Fisher matrix is singular.
     """
-    if not noise.noisy:
-        raise ValueError("the Cramer-Rao bound needs a photon level (detector.photons)")
-    opd = model.tensor(opd_nm)
-    lin = model.linearise(opd)
-    inv_var = noise.variance(lin.intensity).reciprocal()  # (B, L, N, N)
-    jac = model.modal_jacobian(lin, basis.to(model.dtype)).flatten(2)  # (B, J, P)
-    fisher = (jac * inv_var.flatten(1)[:, None]) @ jac.transpose(1, 2)  # (B, J, J)
+    cov = fisher_covariance(model, opd_nm, basis, noise)
     mask = torch.as_tensor(model.mask, device=model.device)
     zm = basis.to(torch.float64)[:, mask]
     zm = zm - zm.mean(dim=1, keepdim=True)  # piston-free modes over the pupil
     gram = zm @ zm.T / zm.shape[1]  # (J, J)
-    fisher = fisher.to(torch.float64)
-    try:
-        cov = torch.linalg.inv(fisher)
-    except RuntimeError:  # a singular batch: fall back sample by sample
-        cov = torch.stack([torch.linalg.pinv(f) for f in fisher])
     msq = torch.einsum("ij,bji->b", gram, cov)
     return torch.where(msq > 0, msq, torch.nan).sqrt().cpu().numpy()
+
+
+def segment_piston_crb_nm(
+    model: FrameModel, opd_nm: np.ndarray, basis: torch.Tensor, noise: NoiseModel
+) -> np.ndarray:
+    """CRB (B, S) [nm OPD] of each segment's piston error as `recon.evaluation.metrics.
+    segment_piston_errors` measures it (its mean over the segment's pixels, less the mean
+    over the segments) for the coefficients of `basis` (`sim.segments.segment_fit_basis`)."""
+    cov = fisher_covariance(model, opd_nm, basis, noise)
+    weights = torch.as_tensor(segment_means_weights(model.cfg), device=cov.device)
+    count = weights.shape[0]
+    means = weights.flatten(1) @ basis.to(torch.float64).flatten(1).T  # (S, J): c -> means
+    to_errors = torch.eye(count, dtype=torch.float64, device=cov.device) - 1.0 / count
+    a = to_errors @ means  # (S, J): the metric's linear map of the coefficients
+    var = torch.einsum("sj,bjk,sk->bs", a, cov, a)
+    return torch.where(var > 0, var, torch.nan).sqrt().cpu().numpy()

@@ -35,7 +35,8 @@ from recon.refine.report import RefineReport
 from recon.refine.symmetry import SYMMETRIES, transform, untransform
 from recon.refine.zonal import ZONAL_MAX_ITER, refine_zonal
 from sim.config import SimConfig
-from sim.pupil import circular_pupil
+from sim.pupil import pupil_transmission
+from sim.segments import segment_fit_basis, segment_means_weights
 from sim.zernike import zernike_basis
 
 __all__ = ["SAME_NM", "RefinedEstimator", "ZeroEstimator"]
@@ -51,7 +52,7 @@ class ZeroEstimator:
         self.name = "zero start"
         self.wavelengths_m = list(cfg.wavelengths_m)
         self.npix = cfg.pupil.npix
-        self.mask = pupil_mask(circular_pupil(cfg.pupil.npix, cfg.pupil.diameter_m))
+        self.mask = pupil_mask(pupil_transmission(cfg.pupil))
 
     def estimate(
         self,
@@ -70,7 +71,9 @@ class RefinedEstimator:
     Args:
         base: any `Estimator` (network, analytic, `ZeroEstimator`): the start.
         cfg: the system the frames come from (a dataset's ``config``): engine, modes
-            (Noll 2..J of ``aberration``), and the noise weights (``detector``).
+            (Noll 2..J of ``aberration``; on a segmented pupil each segment's piston,
+            tip and tilt and the rest of Noll 2..J, `segment_fit_basis`), and the noise
+            weights (``detector``).
         mode: ``"modal"`` (Levenberg-Marquardt) or ``"zonal"`` (the modal fit, then the
             pixels by Gauss-Newton-CG: for aberrations outside the modes).
         noll_max: highest Noll mode of the modal fit (default: the config's).
@@ -115,7 +118,15 @@ class RefinedEstimator:
         self.use_noise(self.model.noise())
         j_max = cfg.aberration.noll_max if noll_max is None else int(noll_max)
         self.modes = list(range(2, j_max + 1))
-        basis = torch.as_tensor(zernike_basis(self.modes, cfg.pupil.npix), device=self.model.device)
+        self._first_segment: torch.Tensor | None = None  # segmented: its mean is held
+        if cfg.pupil.geometry == "segmented":  # piston, tip, tilt per segment + global
+            basis, self.mode_labels = segment_fit_basis(cfg, j_max)
+            first = torch.as_tensor(segment_means_weights(cfg)[0])
+            self._first_segment = first.to(self.model.device)
+        else:
+            basis = torch.as_tensor(zernike_basis(self.modes, cfg.pupil.npix))
+            self.mode_labels = [f"Noll {j}" for j in self.modes]
+        basis = basis.to(self.model.device)
         self.basis = basis.to(self.model.dtype)
         mask = torch.as_tensor(self.model.mask, device=self.model.device)
         self.projector = torch.linalg.pinv(basis[:, mask])  # (P, J) float64 least squares
@@ -281,6 +292,8 @@ class RefinedEstimator:
         amplitude = None if clear is None else self.model.measured_amplitude(clear)
         s = torch.as_tensor(start_nm, dtype=torch.float64, device=self.model.device)
         if mode == "modal":
+            if self._first_segment is not None:  # the basis holds the first segment at 0
+                s = s - torch.einsum("bhw,hw->b", s, self._first_segment)[:, None, None]
             c0 = s[:, self._mask_t] @ self.projector  # (B, P) -> (B, J)
             max_iter = self.max_iter if self.mode == "modal" else MODAL_MAX_ITER
             c, rep = refine_modal(
