@@ -232,3 +232,10 @@ def test_refine_bench_agrees_with_torch_func_and_converges(tmp_path) -> None:
     assert row["jacobian_max_rel_diff"] < 1e-5
     assert row["converged_fraction"] == 1.0 and row["residual_max_nm"] < 1e-2
     assert row["jacobian_ms"] > 0 and row["refine_samples_per_s"] > 0
+    # the per-iteration split: each part took time, and every iteration evaluates the
+    # cost at least once (plus the start and any rejected step)
+    parts = [row[f"{k}_ms_per_iteration"] for k in ("residual", "jacobian", "solve")]
+    assert all(p > 0 for p in parts)
+    assert sum(parts) < 1.5 * row["refine_ms"] / row["iterations_median"]
+    assert 1.0 <= row["evaluations_per_iteration"] <= 9.0
+    assert "evaluations per sample and iteration" in " ".join(result.output.split())

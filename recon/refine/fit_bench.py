@@ -58,6 +58,10 @@ class RefineBenchResult:
     residual_max_nm: float
     dtype: str = "float32"
     matmul: str = "highest"
+    residual_ms_per_iteration: float = float("nan")
+    jacobian_ms_per_iteration: float = float("nan")
+    solve_ms_per_iteration: float = float("nan")
+    evaluations_per_iteration: float = float("nan")
 
 
 def _sync(device: torch.device) -> None:
@@ -172,11 +176,20 @@ def _bench_refine_one(
         conv.append(rep.converged)
     residual = (torch.cat(coeffs) - truth).norm(dim=1).cpu().numpy()  # unit-RMS modes: nm RMS
     it = np.concatenate(iters)
+    # the same fits again, each part timed (synchronised: a little slower in all)
+    parts: dict[str, float] = {}
+    for a0 in range(0, n, b):
+        refine_modal(
+            model, frames[a0 : a0 + b], start[a0 : a0 + b], basis,
+            matmul_precision=plan.refine_matmul, timings=parts,
+        )  # fmt: skip
+    per_it = {k: 1e3 * parts[k] / it.sum() for k in ("residual", "jacobian", "solve")}
     return RefineBenchResult(
         npix, str(dev), n, b, basis.shape[0], jac_ms, peer_ms, peer_ms / jac_ms, rel,
         1e3 * seconds / n, n / seconds, float(np.median(it)), int(it.max()),
         float(np.concatenate(conv).mean()), float(np.median(residual)), float(residual.max()),
-        plan.refine_dtype, plan.refine_matmul,
+        plan.refine_dtype, plan.refine_matmul, per_it["residual"], per_it["jacobian"],
+        per_it["solve"], parts["evaluations"] / it.sum(),
     )  # fmt: skip
 
 
@@ -199,7 +212,9 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 
     dtypes = ", ".join(sorted({f"{r.get('dtype', 'float32')} ({r.get('matmul')})" for r in rows}))
     table = Table(title=f"modal refinement per sample: fields {dtypes}, solve float64")
-    for col in ("px", "device", "J ms", "func ms", "fit ms", "fits/s", "iter.", "conv.", "nm"):
+    columns = ("px", "device", "J ms", "func ms", "fit ms", "fits/s", "iter.", "conv.", "nm",
+               "res./it", "jac./it", "solve/it", "evals/it")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
@@ -208,11 +223,16 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
             f"{r['refine_samples_per_s']:.0f}",
             f"{r['iterations_median']:.0f}/{r['iterations_max']}",
             f"{100 * r['converged_fraction']:.0f}%", f"{r['residual_median_nm']:.0e}",
+            f"{r['residual_ms_per_iteration']:.2f}", f"{r['jacobian_ms_per_iteration']:.2f}",
+            f"{r['solve_ms_per_iteration']:.2f}", f"{r['evaluations_per_iteration']:.2f}",
         )  # fmt: skip
     console.print(table)
     console.print(
         "J ms: closed-form Jacobian per sample; func ms: the same by torch.func; fit ms: "
-        "the whole fit; iter.: median/max; conv.: converged; nm: median residual"
+        "the whole fit; iter.: median/max; conv.: converged; nm: median residual; "
+        "res./jac./solve per it: ms per sample and iteration in the residual (forward "
+        "and cost), the Jacobian with J^T W J, and the damped solve; evals/it: cost "
+        "evaluations per sample and iteration (1 + rejected steps; + 1 at the start)"
     )
 
 

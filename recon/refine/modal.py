@@ -16,7 +16,7 @@ from common.hardware import float32_matmul
 from recon.refine.forward import FrameModel, Linearisation
 from recon.refine.noise import NoiseModel, summed_deviance
 from recon.refine.report import RefineReport, fit_report
-from recon.refine.solver import Damping, levenberg_marquardt
+from recon.refine.solver import Damping, TimedProblem, levenberg_marquardt
 
 __all__ = ["MODAL_MAX_ITER", "refine_modal"]
 
@@ -86,6 +86,7 @@ def refine_modal(
     judge: NoiseModel | None = None,
     matmul_precision: str = "highest",
     amplitude: torch.Tensor | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, RefineReport]:
     """Levenberg-Marquardt over modal coefficients, each sample on its own.
 
@@ -106,6 +107,8 @@ def refine_modal(
             refine_matmul`; "highest": no TF32, whatever the caller allowed outside).
         amplitude: (B, N, N) each sample's measured pupil amplitude
             (`FrameModel.measured_amplitude`); None: the model's system.
+        timings: when given, the seconds of the fit's parts and its cost evaluations
+            are added to it (`TimedProblem`).
 
     Returns:
         coefficients (B, J) [nm RMS] (float64) and the `RefineReport`.
@@ -117,6 +120,8 @@ def refine_modal(
     )
     with float32_matmul(matmul_precision):
         problem = _ModalProblem(model, frames, basis, noise, amplitude)
+        if timings is not None:
+            problem = TimedProblem(problem, timings, frames.device)
         sol = levenberg_marquardt(problem, coeffs0_nm.to(torch.float64), settings)
     intensity = sol.state[2]
     return sol.x, fit_report(sol, sol.cost, intensity, frames, judge or noise)

@@ -9,6 +9,7 @@ stopping rule that says why each sample stopped (`STATUSES`).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -90,6 +91,41 @@ class Problem(Protocol):
     def step_size(self, step: torch.Tensor) -> torch.Tensor:
         """The size (b,) of steps, in the unit of `Damping.step_tol` (e.g. nm RMS)."""
         ...
+
+
+class TimedProblem:
+    """A `Problem` that adds to `timings` the seconds of each of its parts: "residual"
+    (`evaluate`: the forward model and the cost), "jacobian" (`gauss_newton`: the
+    Jacobian and the normal equations), "solve" (`step`); and "evaluations", the samples
+    whose cost it evaluated (synchronised on a GPU)."""
+
+    def __init__(self, problem: Problem, timings: dict[str, float], device: torch.device):
+        self.problem, self.timings, self.device = problem, timings, device
+        for key in ("residual", "jacobian", "solve", "evaluations"):
+            timings.setdefault(key, 0.0)
+
+    def _timed(self, key: str, fn: Any, *args: Any) -> Any:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        out = fn(*args)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[key] += time.perf_counter() - t0
+        return out
+
+    def evaluate(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        self.timings["evaluations"] += x.shape[0]
+        return self._timed("residual", self.problem.evaluate, x, idx)
+
+    def gauss_newton(self, x: torch.Tensor, state: tuple, idx: torch.Tensor) -> Any:
+        return self._timed("jacobian", self.problem.gauss_newton, x, state, idx)
+
+    def step(self, system: Any, damping: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
+        return self._timed("solve", self.problem.step, system, damping, sub)
+
+    def step_size(self, step: torch.Tensor) -> torch.Tensor:
+        return self.problem.step_size(step)
 
 
 @dataclass
