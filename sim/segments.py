@@ -29,7 +29,6 @@ __all__ = [
     "poppy_slopes",
     "segment_basis",
     "segment_fit_basis",
-    "segment_means",
     "segment_means_weights",
     "segment_opd",
 ]
@@ -101,8 +100,9 @@ def segment_fit_basis(cfg: SimConfig, noll_max: int) -> tuple[torch.Tensor, list
     labels += [f"tip {s}" for s in range(count)] + [f"tilt {s}" for s in range(count)]
     lit = torch.as_tensor(pupil_segments(cfg.pupil).transmission > 0)
     segment_part = torch.cat(columns)  # (3S - 1, N, N)
-    every = seg_modes.flatten(0, 1)[:, lit].T  # with the first piston: the global ones
-    q, _ = torch.linalg.qr(every)  # must not bring it back (piston is not a mode here)
+    # the span of every segment term, the first piston included: global modes made
+    # orthogonal to it cannot bring back the common piston that the fit leaves out
+    q, _ = torch.linalg.qr(seg_modes.flatten(0, 1)[:, lit].T)
     npix, modes = cfg.pupil.npix, range(2, int(noll_max) + 1)
     z = torch.as_tensor(zernike_basis(list(modes), npix, cfg.pupil.diameter_m, clip=False))[
         :, lit
@@ -129,9 +129,3 @@ def segment_means_weights(cfg: SimConfig) -> np.ndarray:
     seg = pupil_segments(cfg.pupil)
     weights = np.stack([seg.transmission * (seg.index == s) for s in range(seg.count)])
     return weights / weights.sum(axis=(1, 2), keepdims=True)
-
-
-def segment_means(maps: np.ndarray, cfg: SimConfig) -> np.ndarray:
-    """(B, S) each segment's mean of maps (B, N, N), weighted by its pixels' areas."""
-    weights = segment_means_weights(cfg)
-    return np.einsum("bhw,shw->bs", np.asarray(maps, dtype=np.float64), weights)
