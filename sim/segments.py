@@ -57,8 +57,8 @@ def segment_basis(cfg: SimConfig, npix: int | None = None) -> torch.Tensor:
 
 def draw_segment_coefficients(cfg: SimConfig, indices: np.ndarray, seed: int, stream: int):
     """(B, S, 3) float64 [nm]: pistons uniform in +- `segment_piston_nm`, tip and tilt in
-    +- `segment_tiptilt_nm` (times a factor uniform in [0, 1] per sample when
-    `segment_scale` is uniform), from each sample's own generator."""
+    +- `segment_tiptilt_nm`, all three times a factor uniform in [0, 1] per sample when
+    `segment_scale` is uniform; from each sample's own generator."""
     count = pupil_segments(cfg.pupil).count
     ab = cfg.aberration
     half = np.array([ab.segment_piston_nm, ab.segment_tiptilt_nm, ab.segment_tiptilt_nm])
@@ -88,10 +88,11 @@ def segment_fit_basis(cfg: SimConfig, noll_max: int) -> tuple[torch.Tensor, list
     """The refinement's modes (J, N, N) float64 on a segmented pupil, and their labels.
 
     The piston of every segment but the first (the ZWFS cannot see a piston common to
-    all: the fit holds the first at its start), tip and tilt of every segment
+    all: the fit holds the first at 0), tip and tilt of every segment
     (`segment_basis`), then Noll 2..`noll_max` made orthogonal to those over the lit
-    pixels and unit RMS there: a global mode keeps only what the segments cannot hold
-    (Noll 2 and 3 drop out, being segment pistons, tips and tilts).
+    pixels (unweighted) and unit RMS there: a global mode keeps only what the segments
+    cannot hold (Noll 2 and 3 drop out, being segment pistons, tips and tilts). The
+    coefficients are in nm RMS of each column's own support (a segment's, or the pupil).
     """
     seg_modes = segment_basis(cfg)  # (S, 3, N, N)
     count = seg_modes.shape[0]

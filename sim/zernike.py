@@ -30,7 +30,8 @@ def _numpy(x: ArrayLike) -> np.ndarray:
 def zernike_basis(
     modes: Sequence[int], npix: int, diameter_m: float = 1.0, clip: bool = True
 ) -> np.ndarray:
-    """Zernike modes (M, npix, npix), float64, unit RMS over the pupil, 0 outside it.
+    """Zernike modes (M, npix, npix), float64, unit RMS over the pupil, 0 outside it
+    (unless `clip` is False).
 
     modes: Noll indices j (1 = piston). clip: False: the polynomials go on outside the
     circle (for pixels that a non-circular pupil lights there).

@@ -116,6 +116,8 @@ class ZWFSModel(torch.nn.Module):
         pupil = self.cfg.pupil
         clip = pupil.geometry != "segmented"
         z = zernike_basis(self.cfg.aberration.modes, pupil.npix, pupil.diameter_m, clip)
+        if not clip:  # on the lit pixels only: 0 outside the pupil, as the file says
+            z = z * (self.pupil.cpu().numpy() > 0)
         return torch.as_tensor(z, dtype=self.real_dtype, device=self.pupil.device)
 
     def dot_kernel(self, diameter_scale: torch.Tensor) -> torch.Tensor:

@@ -120,3 +120,23 @@ def test_segment_pistons_reach_the_cramer_rao_bound_at_1e7_photons(tmp_path) -> 
     assert piston["within_fraction"] == 1.0
     assert 0.6 <= piston["piston_error_over_crb"] <= 1.5, piston
     assert 0.01 < piston["piston_crb_rms_nm"] < 1.0  # ~0.1 nm: bright frames
+
+
+def test_segmented_restarts_use_the_pupils_own_symmetries() -> None:
+    """A hexagonal pupil keeps the half turn and two mirrors, not the quarter turns; the
+    circle keeps all eight."""
+    from recon.refine.symmetry import pupil_symmetries
+    from sim.pupil import pupil_transmission
+
+    hexes = pupil_symmetries(pupil_transmission(_cfg().pupil))
+    assert hexes[0] == (0, False) and len(hexes) == 4 and (1, False) not in hexes
+    circle = pupil_symmetries(pupil_transmission(load_sim_config("quick").pupil))
+    assert len(circle) == 8
+
+
+def test_global_modes_vanish_outside_a_segmented_pupil() -> None:
+    from sim.zwfs import ZWFSModel
+
+    model = ZWFSModel(_cfg())
+    dark = model.pupil.cpu().numpy() == 0
+    assert float(model.basis()[:, torch.as_tensor(dark)].abs().max()) == 0.0

@@ -177,8 +177,11 @@ class _PistonErrors:
             return None
         from sim.segments import segment_means_weights
 
+        weights = segment_means_weights(ts.sim_config())
+        if weights.shape[-1] != ts.npix:  # binned frames: the maps are not the segments'
+            return None
         pistons = np.asarray(ts.file["segment_coefficients"][:n, :, 0], dtype=np.float64)
-        return cls(segment_means_weights(ts.sim_config()), pistons, list(estimators))
+        return cls(weights, pistons, list(estimators))
 
     def add(self, name: str, start: int, error_maps: np.ndarray) -> None:
         """Errors of estimate - truth maps (B, H, W) [nm] of samples start..start + B."""
@@ -200,8 +203,8 @@ class _PistonErrors:
             section |= {
                 "piston_error_rms_nm": float(np.sqrt(np.mean(err**2))),
                 "piston_crb_rms_nm": float(np.sqrt(np.nanmean(crb**2))),
-                "piston_error_over_crb": float(np.median(ratio)),
-                "piston_error_over_crb_p90": float(np.percentile(ratio, 90)),
+                "piston_error_over_crb": float(np.nanmedian(ratio)),
+                "piston_error_over_crb_p90": float(np.nanpercentile(ratio, 90)),
             }
 
     def into(self, report: dict[str, Any]) -> None:

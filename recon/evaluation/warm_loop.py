@@ -71,6 +71,8 @@ def warm_loop(
         raise ValueError(f"drift and start RMS must be >= 0 nm, got {drift_nm}, {start_rms_nm}")
     if cfg.detector.photons is None:
         raise ValueError("the warm loop compares with the noise floor: give --photons")
+    if cfg.pupil.geometry == "segmented":
+        raise ValueError("the warm loop drifts Noll modes: a segmented pupil is not supported")
     device = refined.model.device
     modes = refined.modes
     coeffs = drifting_coefficients(len(modes), frames, start_rms_nm, drift_nm, seed)

@@ -70,7 +70,8 @@ def segment_piston_crb_nm(
     cov = fisher_covariance(model, opd_nm, basis, noise)
     weights = torch.as_tensor(segment_means_weights(model.cfg), device=cov.device)
     count = weights.shape[0]
-    means = weights.flatten(1) @ basis.to(torch.float64).flatten(1).T  # (S, J): c -> means
+    modes = basis.to(device=cov.device, dtype=torch.float64).flatten(1)
+    means = weights.flatten(1) @ modes.T  # (S, J): coefficients -> segment means
     to_errors = torch.eye(count, dtype=torch.float64, device=cov.device) - 1.0 / count
     a = to_errors @ means  # (S, J): the metric's linear map of the coefficients
     var = torch.einsum("sj,bjk,sk->bs", a, cov, a)

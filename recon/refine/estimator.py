@@ -32,7 +32,7 @@ from recon.refine.modal import MODAL_MAX_ITER, refine_modal
 from recon.refine.noise import NoiseModel
 from recon.refine.noise_estimate import NoiseEstimate, estimate_noise
 from recon.refine.report import RefineReport
-from recon.refine.symmetry import SYMMETRIES, transform, untransform
+from recon.refine.symmetry import SYMMETRIES, pupil_symmetries, transform, untransform
 from recon.refine.zonal import ZONAL_MAX_ITER, refine_zonal
 from sim.config import SimConfig
 from sim.pupil import pupil_transmission
@@ -135,7 +135,10 @@ class RefinedEstimator:
         self.max_iter = max_iter if max_iter is not None else default_iter
         self.smoothness = smoothness
         self.batch_size = batch_size
-        self.restarts = min(max(int(restarts), 0), len(SYMMETRIES) - 1)
+        # restarts from the turns and mirrors that leave the pupil as it is (a hexagonal
+        # segmented pupil is not symmetric under a quarter turn)
+        self.symmetries = pupil_symmetries(pupil_transmission(cfg.pupil))
+        self.restarts = min(max(int(restarts), 0), len(self.symmetries) - 1)
         self.name = f"{base.name} + refine" + ("" if mode == "modal" else " (zonal)")
         self.wavelengths_m = list(cfg.wavelengths_m)
         self.npix = cfg.pupil.npix
@@ -200,7 +203,7 @@ class RefinedEstimator:
         start = self._start(x, c, every, SYMMETRIES[0])
         opd, rep = self._fit(x, c, every, start)
         tried = [start]  # (B, N, N) each; NaN: not tried for that sample
-        for symmetry in SYMMETRIES[1 : 1 + self.restarts]:
+        for symmetry in self.symmetries[1 : 1 + self.restarts]:
             poor = np.nonzero(~rep.good_fit & ~rep.mismatch)[0]
             if poor.size == 0:
                 break
@@ -292,7 +295,7 @@ class RefinedEstimator:
         amplitude = None if clear is None else self.model.measured_amplitude(clear)
         s = torch.as_tensor(start_nm, dtype=torch.float64, device=self.model.device)
         if mode == "modal":
-            if self._first_segment is not None:  # the basis holds the first segment at 0
+            if self._first_segment is not None:  # the fit holds the first segment at 0
                 s = s - torch.einsum("bhw,hw->b", s, self._first_segment)[:, None, None]
             c0 = s[:, self._mask_t] @ self.projector  # (B, P) -> (B, J)
             max_iter = self.max_iter if self.mode == "modal" else MODAL_MAX_ITER

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SYMMETRIES", "transform", "untransform"]
+__all__ = ["SYMMETRIES", "pupil_symmetries", "transform", "untransform"]
 
 SYMMETRIES = [(k, t) for t in (False, True) for k in range(4)]
 """(k quarter turns, then a transpose or not); the identity first."""
@@ -25,3 +25,10 @@ def untransform(a: np.ndarray, k: int, transpose: bool) -> np.ndarray:
     """The inverse of `transform`."""
     a = a.swapaxes(-1, -2) if transpose else a
     return np.rot90(a, -k, axes=(-2, -1))
+
+
+def pupil_symmetries(pupil: np.ndarray) -> list[tuple[int, bool]]:
+    """The `SYMMETRIES` that leave `pupil` (N, N) as it is (all 8 for a circle; a
+    hexagonal segmented pupil keeps the half turn and the two mirrors), identity first."""
+    p = np.asarray(pupil)
+    return [s for s in SYMMETRIES if np.allclose(transform(p, *s), p, atol=1e-12)]

@@ -123,7 +123,7 @@ class FrameTracker:
         jac = self.model.modal_jacobian(lin, self.basis, weights=w)  # (1, J, L, N, N)
         self._jac = jac.reshape(jac.shape[1], -1)  # (J, L N N)
         h = (self._jac @ self._jac.T).to(torch.float64)
-        h = h + 1e-12 * torch.diagonal(h).max() * torch.eye(len(h), dtype=h.dtype)
+        h = h + 1e-12 * torch.diagonal(h).max() * torch.eye(len(h), dtype=h.dtype, device=h.device)
         self._chol = torch.linalg.cholesky(h)
         self._since_refresh = 0
 
