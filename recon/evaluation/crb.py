@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from recon.evaluation.testset import open_test_set
-from recon.refine.crb import crb_rms_nm, segment_piston_crb_nm
+from recon.refine.crb import crb_rms_nm, fisher_covariance, segment_piston_crb_nm
 from recon.refine.forward import FrameModel
 from sim.segments import segment_fit_basis
 from sim.zernike import zernike_basis
@@ -53,9 +53,10 @@ def crb_for_test_set(
     with torch.no_grad():
         for a in range(0, n, batch_size):
             b = min(a + batch_size, n)
-            out[a:b] = crb_rms_nm(model, opd_all[a:b], basis, noise)
+            cov = fisher_covariance(model, opd_all[a:b], basis, noise)  # once for both
+            out[a:b] = crb_rms_nm(model, opd_all[a:b], basis, noise, cov)
             if segmented:
-                pistons.append(segment_piston_crb_nm(model, opd_all[a:b], basis, noise))
+                pistons.append(segment_piston_crb_nm(model, opd_all[a:b], basis, noise, cov))
             if progress:
                 progress(b - a)
     extra = {"segment_piston_crb_nm": np.concatenate(pistons).tolist()} if segmented else {}

@@ -45,14 +45,19 @@ def fisher_covariance(
 
 
 def crb_rms_nm(
-    model: FrameModel, opd_nm: np.ndarray, basis: torch.Tensor, noise: NoiseModel
+    model: FrameModel,
+    opd_nm: np.ndarray,
+    basis: torch.Tensor,
+    noise: NoiseModel,
+    cov: torch.Tensor | None = None,
 ) -> np.ndarray:
     """CRB of the OPD RMS [nm] (B,) at true OPD maps (B, N, N) [nm] for modes `basis` (J, N, N).
 
     `model` should be float64 (the Fisher matrix of bright, well-sampled frames is
-    ill-conditioned in float32). NaN where the Fisher matrix is singular.
+    ill-conditioned in float32). NaN where the Fisher matrix is singular. `cov`: the
+    `fisher_covariance` already computed for these maps, if any.
     """
-    cov = fisher_covariance(model, opd_nm, basis, noise)
+    cov = fisher_covariance(model, opd_nm, basis, noise) if cov is None else cov
     mask = torch.as_tensor(model.mask, device=model.device)
     zm = basis.to(torch.float64)[:, mask]
     zm = zm - zm.mean(dim=1, keepdim=True)  # piston-free modes over the pupil
@@ -62,12 +67,17 @@ def crb_rms_nm(
 
 
 def segment_piston_crb_nm(
-    model: FrameModel, opd_nm: np.ndarray, basis: torch.Tensor, noise: NoiseModel
+    model: FrameModel,
+    opd_nm: np.ndarray,
+    basis: torch.Tensor,
+    noise: NoiseModel,
+    cov: torch.Tensor | None = None,
 ) -> np.ndarray:
     """CRB (B, S) [nm OPD] of each segment's piston error as `recon.evaluation.metrics.
     segment_piston_errors` measures it (its mean over the segment's pixels, less the mean
-    over the segments) for the coefficients of `basis` (`sim.segments.segment_fit_basis`)."""
-    cov = fisher_covariance(model, opd_nm, basis, noise)
+    over the segments) for the coefficients of `basis` (`sim.segments.segment_fit_basis`);
+    `cov` as in `crb_rms_nm`."""
+    cov = fisher_covariance(model, opd_nm, basis, noise) if cov is None else cov
     weights = torch.as_tensor(segment_means_weights(model.cfg), device=cov.device)
     count = weights.shape[0]
     modes = basis.to(device=cov.device, dtype=torch.float64).flatten(1)
