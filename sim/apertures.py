@@ -44,6 +44,12 @@ ROUNDING_AREA = 1e-9
 """Cell fractions below this are rounding, not area (the sums leave ~1e-14)."""
 
 
+def _cell_fractions(area: np.ndarray) -> np.ndarray:
+    """Summed cell areas as fractions in [0, 1]: rounding-only cells (<= `ROUNDING_AREA`)
+    dark, so that "transmission > 0" means lit."""
+    return np.where(area > ROUNDING_AREA, np.minimum(area, 1.0), 0.0)
+
+
 def polygon_cell_areas(edges: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     """Fraction (M, M) of each square cell covered by a simple polygon, exact up to rounding.
 
@@ -83,9 +89,7 @@ def polygon_cell_areas(edges: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     integral = np.where(flat[:, None, None], by_height, by_slope) * present[:, :, None]
     direction = np.sign(x2 - x1)[:, None, None]  # moving +x: the lower boundary
     area = -orient * np.sum(direction * integral, axis=0) / h**2  # (M columns, M rows)
-    # the sum leaves ~1e-14 of rounding on cells the polygon does not touch: zero them, so
-    # that "transmission > 0" means lit (a pixel touched by 1e-9 of its area is dark anyway)
-    return np.where(area.T > ROUNDING_AREA, np.minimum(area.T, 1.0), 0.0)  # (rows, columns)
+    return _cell_fractions(area.T)  # (rows, columns); ~1e-14 of rounding elsewhere
 
 
 def hexagon_vertices(centre: tuple[float, float], side: float) -> np.ndarray:
@@ -215,4 +219,4 @@ def obstructed_pupil(
         ends = ((start, -half_w), (stop, -half_w), (stop, half_w), (start, half_w))
         corners = [along * t + across * s for t, s in ends]
         out = out - polygon_cell_areas(e, np.asarray(corners))
-    return np.where(out > ROUNDING_AREA, np.minimum(out, 1.0), 0.0)  # rounding: dark
+    return _cell_fractions(out)

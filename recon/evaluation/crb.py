@@ -56,7 +56,7 @@ def crb_for_test_set(
             cov = fisher_covariance(model, opd_all[a:b], basis, noise)  # once for both
             out[a:b] = crb_rms_nm(model, opd_all[a:b], basis, noise, cov)
             if segmented:
-                pistons.append(segment_piston_crb_nm(model, opd_all[a:b], basis, noise, cov))
+                pistons.append(segment_piston_crb_nm(model, basis, cov))
             if progress:
                 progress(b - a)
     extra = {"segment_piston_crb_nm": np.concatenate(pistons).tolist()} if segmented else {}

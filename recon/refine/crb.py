@@ -66,18 +66,11 @@ def crb_rms_nm(
     return torch.where(msq > 0, msq, torch.nan).sqrt().cpu().numpy()
 
 
-def segment_piston_crb_nm(
-    model: FrameModel,
-    opd_nm: np.ndarray,
-    basis: torch.Tensor,
-    noise: NoiseModel,
-    cov: torch.Tensor | None = None,
-) -> np.ndarray:
+def segment_piston_crb_nm(model: FrameModel, basis: torch.Tensor, cov: torch.Tensor) -> np.ndarray:
     """CRB (B, S) [nm OPD] of each segment's piston error as `recon.evaluation.metrics.
     segment_piston_errors` measures it (its mean over the segment's pixels, less the mean
-    over the segments) for the coefficients of `basis` (`sim.segments.segment_fit_basis`);
-    `cov` as in `crb_rms_nm`."""
-    cov = fisher_covariance(model, opd_nm, basis, noise) if cov is None else cov
+    over the segments), from the `fisher_covariance` `cov` (B, J, J) of the coefficients
+    of `basis` (`sim.segments.segment_fit_basis`)."""
     weights = torch.as_tensor(segment_means_weights(model.cfg), device=cov.device)
     count = weights.shape[0]
     modes = basis.to(device=cov.device, dtype=torch.float64).flatten(1)
