@@ -35,7 +35,7 @@ from recon.refine.estimator import RefinedEstimator
 from recon.refine.noise import NoiseModel
 from recon.refine.noise_estimate import NoiseEstimate
 from recon.refine.report import RefineReport
-from recon.refine.tracker import FrameTracker, TrackStep
+from recon.refine.tracker import DEFAULT_REFRESH, DEFAULT_STEPS, FrameTracker, TrackStep
 from sim.config import SimConfig
 from sim.zernike import zernike_basis, zernike_coefficients
 
@@ -110,7 +110,11 @@ class Reconstructor:
         self.mask = estimator.mask
 
     def track(
-        self, frame: np.ndarray, clear: np.ndarray | None = None, steps: int = 3, refresh: int = 1
+        self,
+        frame: np.ndarray,
+        clear: np.ndarray | None = None,
+        steps: int = DEFAULT_STEPS,
+        refresh: int = DEFAULT_REFRESH,
     ) -> TrackStep:
         """One frame (L, H, W) of a loop at frame rate: the last frame's estimate refined by
         `steps` Gauss-Newton steps (`recon.refine.FrameTracker`; the Jacobian refreshed

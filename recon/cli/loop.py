@@ -58,10 +58,13 @@ def loop_command(
     ] = 50.0,
     steps: Annotated[
         int, typer.Option("--steps", min=1, help="--warm: Gauss-Newton steps per frame")
-    ] = 3,
+    ] = 4,  # recon.refine.tracker.DEFAULT_STEPS (not imported: --help stays torch-free)
     refresh: Annotated[
-        int, typer.Option("--refresh", min=1, help="--warm: frames between Jacobians")
-    ] = 1,
+        int,
+        typer.Option(
+            "--refresh", min=1, help="--warm: frames between Jacobians (BFGS updates between)"
+        ),
+    ] = 20,  # recon.refine.tracker.DEFAULT_REFRESH
     seed: Annotated[int, typer.Option("--seed", help="--warm: the drift's seed")] = 0,
 ) -> None:
     """Closed loop: correct by gain x estimate, re-simulate, repeat; closed-loop capture range.

@@ -22,7 +22,7 @@ import torch
 from common.io import write_json_atomic, write_text_atomic
 from recon.refine.crb import crb_rms_nm
 from recon.refine.forward import FrameModel
-from recon.refine.tracker import FrameTracker
+from recon.refine.tracker import DEFAULT_REFRESH, DEFAULT_STEPS, FrameTracker
 from sim.aberrations import stream_id
 from sim.config import SimConfig
 from sim.detector import add_noise
@@ -53,8 +53,8 @@ def warm_loop(
     frames: int = 50,
     drift_nm: float = 10.0,
     start_rms_nm: float = 50.0,
-    steps: int = 3,
-    refresh: int = 1,
+    steps: int = DEFAULT_STEPS,
+    refresh: int = DEFAULT_REFRESH,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -124,6 +124,7 @@ def warm_loop(
         "summary": {
             "latency_median_ms": float(np.median(warm)),
             "latency_p95_ms": float(np.percentile(warm, 95)),
+            "latency_mean_ms": float(np.mean(warm)),
             "first_frame_ms": latency[0],
             "settle_frames": SETTLE_FRAMES,
             "error_median_nm": float(np.median(np.asarray(error)[SETTLE_FRAMES:])),

@@ -234,6 +234,12 @@ def _deviance_null_table(read_noise_e: float) -> tuple[np.ndarray, np.ndarray, n
     return grid_u, mean, var
 
 
+GOOD_FIT_Z = 3.0
+"""`good_fit`'s threshold [standard deviations of the deviance's null]: 0.13 % of fits at
+the truth judged poor (2.3 % at 2, nearly half of a 5 % restart budget on false alarms
+alone); a fit in a wrong minimum lies 40-600 above (docs/lab.md)."""
+
+
 def summed_deviance(
     noise: NoiseModel, intensity: torch.Tensor, frames: torch.Tensor
 ) -> torch.Tensor:
@@ -243,7 +249,11 @@ def summed_deviance(
 
 
 def good_fit(
-    noise: NoiseModel, intensity: torch.Tensor, frames: torch.Tensor, z_max: float = 2.0
+    noise: NoiseModel,
+    intensity: torch.Tensor,
+    frames: torch.Tensor,
+    z_max: float = GOOD_FIT_Z,
+    deviance: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Goodness of fit (B,) of model intensities (B, L, N, N) to measured frames.
 
@@ -251,8 +261,9 @@ def good_fit(
     its mean at the truth (`NoiseModel.deviance_null`, pixels independent). Without:
     misfit <= `NOISELESS_MISFIT` per pixel. The null does not subtract the fitted
     parameters (35 modes: negligible; a zonal fit's pixels: lenient, z ~ -10 at 32 px).
+    `deviance`: `summed_deviance(noise, intensity, frames)` when the caller has it.
     """
-    dev = summed_deviance(noise, intensity, frames)
+    dev = summed_deviance(noise, intensity, frames) if deviance is None else deviance
     n_px = frames[0].numel()
     if not noise.noisy:
         return dev <= NOISELESS_MISFIT * n_px
