@@ -53,8 +53,9 @@ def test_warm_steps_track_a_drift_at_the_cramer_rao_bound(refined) -> None:
 def test_an_old_jacobian_slows_the_steps_but_keeps_the_deviance_minimum(refined) -> None:
     # The gradient is exact at every step (the engine's adjoint), so the steps' fixed point
     # is the deviance's minimum however old J^T W J is: after one Jacobian at a frame 30 nm
-    # away, 16 steps on the next frame land where a full fit of that frame lands, to the
-    # float32 fields' rounding (7e-5 nm with a fresh Jacobian; the CRB is 0.13 nm).
+    # away, 16 steps on the next frame land where a full fit of that frame lands (to
+    # 1e-4 to 4e-4 nm: the full fit's own step tolerance; the CRB is 0.13 nm). The old
+    # Jacobian's J^T W r instead of the exact gradient stopped 9e-3 nm away.
     model = FrameModel(refined.cfg, dtype=torch.float64)
     basis = zernike_basis(refined.modes, 32)
     c = np.random.default_rng(4).normal(size=(2, len(refined.modes)))
@@ -68,7 +69,7 @@ def test_an_old_jacobian_slows_the_steps_but_keeps_the_deviance_minimum(refined)
     warm = tracker(frames[1])
     assert not warm.reseeded and warm.good_fit
     full = refined.estimate(frames[1:])[0]  # a full fit of the second frame alone
-    assert np.std((warm.opd_nm - full)[refined.mask]) < 2e-4  # nm
+    assert np.std((warm.opd_nm - full)[refined.mask]) < 2e-3  # nm
 
 
 def test_the_cli_defaults_are_the_trackers() -> None:
