@@ -58,12 +58,18 @@ def bench_refine_command(
     device: Annotated[
         str | None, typer.Option(help="cpu | cuda [cpu, and cuda if present]")
     ] = None,
+    chunk: Annotated[
+        int | None,
+        typer.Option(help="samples per Jacobian product, 0: the batch [the device's plan]"),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="JSON [bench/refine_bench.json]")] = None,
 ) -> None:
     """Modal refinement: Jacobian ms/sample against torch.func, and the whole fit."""
     from common.errors import UserError
     from recon.refine.fit_bench import bench_refine, default_json_path, print_table
 
+    if chunk is not None and chunk < 0:
+        raise UserError(f"--chunk must be >= 0 (0: the whole batch), got {chunk}")
     if n < 1 or batch_size < 1:
         raise UserError(f"--n and --batch-size must be at least 1, got {n} and {batch_size}")
     if not 0 <= rms_max <= 2000 or start_error < 0:
@@ -77,6 +83,7 @@ def bench_refine_command(
         batch_size=batch_size,
         rms_max=rms_max,
         start_error=start_error,
+        chunk=chunk,
     )
     print_table(rows)
     path = write_json_atomic(out or default_json_path(), {"results": rows})

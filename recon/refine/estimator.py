@@ -112,7 +112,7 @@ class RefinedEstimator:
             raise ValueError(f"{base.name} works at {base.npix} px, the system at {cfg.pupil.npix}")
         self.base, self.cfg, self.mode = base, cfg, mode
         plan = hardware_plan(device)
-        self.matmul_precision = plan.refine_matmul
+        self.matmul_precision, self.chunk = plan.refine_matmul, plan.refine_chunk
         self.model = FrameModel(cfg, device, dtype or plan.refine_torch_dtype, system)
         self.weighted = weighted
         self.use_noise(self.model.noise())
@@ -301,7 +301,7 @@ class RefinedEstimator:
             max_iter = self.max_iter if self.mode == "modal" else MODAL_MAX_ITER
             c, rep = refine_modal(
                 self.model, y, c0, self.basis, self.noise, max_iter, judge=self._judge,
-                matmul_precision=self.matmul_precision, amplitude=amplitude,
+                matmul_precision=self.matmul_precision, amplitude=amplitude, chunk=self.chunk,
             )  # fmt: skip
             opd = torch.einsum("bj,jhw->bhw", c, self.basis.to(torch.float64))
         else:

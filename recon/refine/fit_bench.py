@@ -17,6 +17,7 @@ Results: a printed table and JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +63,7 @@ class RefineBenchResult:
     jacobian_ms_per_iteration: float = float("nan")
     solve_ms_per_iteration: float = float("nan")
     evaluations_per_iteration: float = float("nan")
+    chunk: int = 0
 
 
 def _sync(device: torch.device) -> None:
@@ -118,11 +120,15 @@ def bench_refine_one(
     rms_max: float = 500.0,
     start_error: float = 0.2,
     repeats: int = 3,
+    chunk: int | None = None,
 ) -> RefineBenchResult:
     """Measure the Jacobian (ours and the peer's) and the whole modal fit at `npix`, at the
-    device's refinement precision (`HardwarePlan.refine_dtype` and `refine_matmul`)."""
+    device's refinement precision (`HardwarePlan.refine_dtype` and `refine_matmul`) and
+    Jacobian chunk (`refine_chunk`, or `chunk` samples; 0: the whole batch)."""
     dev = torch.device(device)
     plan = hardware_plan(dev)
+    if chunk is not None:
+        plan = dataclasses.replace(plan, refine_chunk=chunk)
     with float32_matmul(plan.refine_matmul):
         return _bench_refine_one(npix, dev, n, batch_size, rms_max, start_error, repeats, plan)
 
@@ -167,7 +173,7 @@ def _bench_refine_one(
         t0 = time.perf_counter()
         c, rep = refine_modal(
             model, frames[a0 : a0 + b], start[a0 : a0 + b], basis,
-            matmul_precision=plan.refine_matmul,
+            matmul_precision=plan.refine_matmul, chunk=plan.refine_chunk,
         )  # fmt: skip
         _sync(dev)
         seconds += time.perf_counter() - t0
@@ -181,7 +187,7 @@ def _bench_refine_one(
     for a0 in range(0, n, b):
         refine_modal(
             model, frames[a0 : a0 + b], start[a0 : a0 + b], basis,
-            matmul_precision=plan.refine_matmul, timings=parts,
+            matmul_precision=plan.refine_matmul, timings=parts, chunk=plan.refine_chunk,
         )  # fmt: skip
     per_it = {k: 1e3 * parts[k] / it.sum() for k in ("residual", "jacobian", "solve")}
     return RefineBenchResult(
@@ -189,7 +195,7 @@ def _bench_refine_one(
         1e3 * seconds / n, n / seconds, float(np.median(it)), int(it.max()),
         float(np.concatenate(conv).mean()), float(np.median(residual)), float(residual.max()),
         plan.refine_dtype, plan.refine_matmul, per_it["residual"], per_it["jacobian"],
-        per_it["solve"], parts["evaluations"] / it.sum(),
+        per_it["solve"], parts["evaluations"] / it.sum(), plan.refine_chunk,
     )  # fmt: skip
 
 
@@ -212,13 +218,14 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 
     dtypes = ", ".join(sorted({f"{r.get('dtype', 'float32')} ({r.get('matmul')})" for r in rows}))
     table = Table(title=f"modal refinement per sample: fields {dtypes}, solve float64")
-    columns = ("px", "device", "J ms", "func ms", "fit ms", "fits/s", "iter.", "conv.", "nm",
-               "res./it", "jac./it", "solve/it", "evals/it")  # fmt: skip
+    columns = ("px", "device", "chunk", "J ms", "func ms", "fit ms", "fits/s", "iter.",
+               "conv.", "nm", "res./it", "jac./it", "solve/it", "evals/it")  # fmt: skip
     for col in columns:
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
-            str(r["npix"]), r["device"], f"{r['jacobian_ms']:.2f}",
+            str(r["npix"]), r["device"], str(r.get("chunk", 0) or "batch"),
+            f"{r['jacobian_ms']:.2f}",
             f"{r['jacobian_peer_ms']:.1f}", f"{r['refine_ms']:.1f}",
             f"{r['refine_samples_per_s']:.0f}",
             f"{r['iterations_median']:.0f}/{r['iterations_max']}",
@@ -228,7 +235,8 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
         )  # fmt: skip
     console.print(table)
     console.print(
-        "J ms: closed-form Jacobian per sample; func ms: the same by torch.func; fit ms: "
+        "chunk: samples per Jacobian product in the fit; J ms: closed-form Jacobian per "
+        "sample (the whole batch at once); func ms: the same by torch.func; fit ms: "
         "the whole fit; iter.: median/max; conv.: converged; nm: median residual; "
         "res./jac./solve per it: ms per sample and iteration in the residual (forward "
         "and cost), the Jacobian with J^T W J, and the damped solve; evals/it: cost "
