@@ -173,12 +173,8 @@ class ZWFSModel(torch.nn.Module):
         # inference: the same arithmetic in place, two fewer passes over (B, L, 2, N, N)
         phase = opd[:, None] * self.wavenumber_per_nm  # (B, N, N) -> (B, L, N, N)
         e_in = phase.new_empty(*phase.shape[:2], 2, *phase.shape[2:])
-        if e_in.device.type == "cpu":  # numpy's SIMD sin/cos: 3x torch's on CPU, same memory
-            np.cos(phase.numpy(), out=e_in[:, :, 0].numpy())
-            np.sin(phase.numpy(), out=e_in[:, :, 1].numpy())
-        else:
-            torch.cos(phase, out=e_in[:, :, 0])
-            torch.sin(phase, out=e_in[:, :, 1])
+        torch.cos(phase, out=e_in[:, :, 0])  # torch 2.13: 1.25x numpy 2.4 on a CPU core
+        torch.sin(phase, out=e_in[:, :, 1])
         e_in.mul_(self.amplitude)
         return e_in.sub_(self.dot_operator(e_in, self.dot_mix))
 
@@ -223,12 +219,8 @@ class ZWFSModel(torch.nn.Module):
         flat = e.view(2 * b, n * n)
         for li in range(result.shape[1]):
             torch.mul(opd, self.wavenumber_per_nm[li], out=phase)
-            if e.device.type == "cpu":  # numpy's SIMD sin/cos, as in `field_parts`
-                np.cos(phase.numpy(), out=e[:, 0].numpy())
-                np.sin(phase.numpy(), out=e[:, 1].numpy())
-            else:
-                torch.cos(phase, out=e[:, 0])
-                torch.sin(phase, out=e[:, 1])
+            torch.cos(phase, out=e[:, 0])
+            torch.sin(phase, out=e[:, 1])
             e.mul_(self.amplitude)
             coeff = self.dot_mix[li] @ (flat @ inp_t[li]).view(b, 2, r)  # <inp_k, E>, mixed
             flat.addmm_(coeff.view(2 * b, r), out[li], alpha=-1)  # E - sum_k coeff_k out_k
