@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.hardware import hardware_plan
 from recon.estimators import AnalyticEstimator, Estimator
 from recon.refine import (
     FrameModel,
@@ -195,6 +196,24 @@ def test_modal_refinement_of_zero_start_reports_iterations() -> None:
     c, rep = refine_modal(model, frames, torch.zeros_like(truth_c), basis)
     assert rep.status[0] == "converged" and rep.iterations[0] <= 6
     assert float((c - truth_c).norm()) < 1e-4
+
+
+def test_jacobian_chunks_and_the_kept_normal_equations_give_the_same_fit() -> None:
+    # One sample at a time (a CPU's plan) or the whole batch (a GPU's): the same normal
+    # equations, so the same steps to rounding; both keep J^T W J for the end game
+    # (REUSE_NM) and still land on the truth.
+    cfg = _cfg(16)
+    model = FrameModel(cfg)
+    basis = model.tensor(zernike_basis(cfg.aberration.modes, 16))
+    truth_c = _draw(35, [30.0, 120.0, 300.0], seed=9)
+    frames = model.intensity(torch.einsum("bj,jhw->bhw", truth_c, basis))
+    start = truth_c + _draw(35, [20.0] * 3, seed=10)
+    fits = [refine_modal(model, frames, start, basis, chunk=chunk) for chunk in (0, 1, 2)]
+    for c, rep in fits:
+        assert rep.converged.all() and float((c - truth_c).norm(dim=1).max()) < 1e-4
+        assert (rep.iterations == fits[0][1].iterations).all()
+    assert float((fits[1][0] - fits[0][0]).abs().max()) < 1e-8
+    assert (hardware_plan("cpu").refine_chunk, hardware_plan("cuda").refine_chunk) == (1, 0)
 
 
 def test_refined_estimator_zonal_mode_improves_the_analytic_start() -> None:
