@@ -4,10 +4,11 @@
     opd_nm = est.estimate(frames)          # (B, H, W) nm, piston removed
     est.last_report.status, .misfit, .iterations, .counts()
 
-The base estimator gives the basin, the fit (`refine_modal`, then `refine_zonal` in
-zonal mode) the precision. A fit whose deviance is too high for the noise (`good_fit`)
-is refitted from the base's estimates of the turned and mirrored frames
-(`recon.refine.symmetry`); the lowest misfit wins. Deterministic: no random numbers.
+The base estimator gives the basin, the fit (`refine_modal`, then `refine_zonal` from
+that fit and from the base's map in zonal mode) the precision. A fit whose deviance is
+too high for the noise (`good_fit`) is refitted from the base's estimates of the turned
+and mirrored frames (`recon.refine.symmetry`); the lowest misfit wins. Deterministic:
+no random numbers.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class RefinedEstimator:
             tip and tilt and the rest of Noll 2..J, `segment_fit_basis`), and the noise
             weights (``detector``).
         mode: ``"modal"`` (Levenberg-Marquardt) or ``"zonal"`` (the modal fit, then the
-            pixels by Gauss-Newton-CG: for aberrations outside the modes).
+            pixels by Gauss-Newton-CG from it and from the base's own map, the lower
+            misfit kept: for aberrations outside the modes).
         noll_max: highest Noll mode of the modal fit (default: the config's).
         weighted: weight by the config's photon level when it has one.
         device, max_iter, smoothness: solver settings (`refine_modal`, `refine_zonal`).
