@@ -84,6 +84,17 @@ def test_weighted_jacobian_is_the_weights_times_the_jacobian(model16: FrameModel
     torch.testing.assert_close(model16.modal_jacobian(lin, basis, weights=w), jac * w[:, None])
 
 
+def test_modal_adjoint_is_the_transposed_modal_jacobian(model16: FrameModel) -> None:
+    # the fits' gradient without the Jacobian (tracker, a modal fit's end game): J^T u
+    basis = model16.tensor(zernike_basis(list(range(2, 8)), 16))
+    opd = torch.einsum("bj,jhw->bhw", _draw(6, [50.0, 200.0], seed=5), basis)
+    lin = model16.linearise(opd)
+    u = torch.randn(lin.intensity.shape, generator=torch.Generator().manual_seed(6)).double()
+    jac = model16.modal_jacobian(lin, basis)  # (B, J, L, N, N)
+    expected = torch.einsum("bjlxy,blxy->bj", jac, u)
+    torch.testing.assert_close(model16.modal_vjp(lin, u, basis), expected)
+
+
 def test_zonal_tangent_and_adjoint_match_finite_differences(model16: FrameModel) -> None:
     # zonal = pixel tangents: J v against finite differences (as above), and J^T u against
     # the adjoint identity <u, J v> = <J^T u, v> (exact up to float64 round-off, 1e-12).

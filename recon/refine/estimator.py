@@ -274,7 +274,8 @@ class RefinedEstimator:
             iterations = rep.iterations + rep_z.iterations + rep_s.iterations
             for field in dataclasses.fields(RefineReport):
                 getattr(rep_z, field.name)[better] = getattr(rep_s, field.name)[better]
-            rep, rep.iterations = rep_z, iterations
+            rep_z.iterations = iterations
+            rep = rep_z
         return opd, rep
 
     def _refine_batches(

@@ -258,3 +258,9 @@ class FrameModel:
     modal_jacobian = jvp
     """dI/dc (B, J, L, N, N) [per nm RMS] for unit-RMS modes (J, N, N): `jvp` with the
     modes as the tangents shared by the batch."""
+
+    def modal_vjp(self, lin: Linearisation, cotangent: torch.Tensor, basis: torch.Tensor):
+        """J^T u over the modes: intensity cotangents (B, L, N, N) -> (B, J) [per nm RMS]
+        for unit-RMS modes (J, N, N); `vjp` projected on them (one adjoint pass, exact:
+        a fit's gradient without its Jacobian)."""
+        return self.vjp(lin, cotangent).flatten(1) @ basis.flatten(1).T

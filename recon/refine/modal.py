@@ -51,7 +51,6 @@ class _ModalProblem:
         f64, dev = torch.float64, frames.device
         self._kept_h = torch.zeros(n, n_modes, n_modes, dtype=f64, device=dev)  # J^T W J
         self._kept_at = torch.full((n, n_modes), float("nan"), dtype=f64, device=dev)
-        self._basis_flat = basis.flatten(1)  # (J, N^2)
 
     def evaluate(self, c: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         model = self.model
@@ -80,8 +79,8 @@ class _ModalProblem:
         self._kept_h[idx[fresh]], self._kept_at[idx[fresh]] = h[fresh], c[fresh]
         kept = torch.nonzero(reuse).flatten()
         if len(kept):
-            g_opd = self.model.vjp(lin[kept], r[kept] * w[kept])  # (k, N, N) [per nm]
-            g[kept] = (g_opd.flatten(1) @ self._basis_flat.T).to(h.dtype)[..., None]
+            g_kept = self.model.modal_vjp(lin[kept], r[kept] * w[kept], self.basis)
+            g[kept] = g_kept.to(h.dtype)[..., None]
         diag = torch.diagonal(h, dim1=1, dim2=2)
         return h, g, diag.clamp(min=1e-12 * float(diag.max()))
 

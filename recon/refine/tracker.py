@@ -156,8 +156,8 @@ class FrameTracker:
         """J^T W r (J, 1) float64 at `lin`, through the engine's adjoint (`FrameModel.vjp`,
         one pass, no Jacobian): exact however old the kept J^T W J is, so a step's fixed
         point is the deviance's minimum whatever `refresh` is."""
-        g_opd = self.model.vjp(lin, weighted_residual)  # (1, N, N) [per nm]
-        return (self._basis_flat @ g_opd.reshape(-1)).to(torch.float64)[:, None]
+        g = self.model.modal_vjp(lin, weighted_residual, self.basis)  # (1, J)
+        return g[0].to(torch.float64)[:, None]
 
     def _refresh(self, lin, w: torch.Tensor | None) -> None:
         """Keep (J^T W J)^-1 (J, J) float64 at `lin`, from the weighted modal Jacobian:
