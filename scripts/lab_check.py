@@ -1,6 +1,6 @@
 """A lab's frames as FITS in ADU: noise stated or measured, and calibration from FITS.
 
-    python3 scripts/lab_check.py RUN [OUT] [--noise-only]     # OUT default: studies/lab
+    python3 scripts/lab_check.py RUN [OUT] [--noise-only] [--seed S]   # OUT: studies/lab
 
 RUN: a network's run folder (e.g. studies/refine_after/runs/phenn/*, the quick config's
 PhENN trained on noiseless frames by scripts/refinement_tables.sh, or the SPHERE run of
@@ -9,7 +9,8 @@ photons and 1.5 e- read noise, as a camera at 0.8 e-/ADU with a 200 ADU bias wou
 them (rounded to whole ADU, inside a frame 32 px larger than the pupil grid), with a
 master clear and dark frame.
 
-1. Noise: 200 frames of 0-500 nm RMS through `load_lab_frames` and the `Reconstructor`
+1. Noise: 200 frames of 0-500 nm RMS (drawn from --seed, default 1) through
+   `load_lab_frames` and the `Reconstructor`
    (modal refinement) with the noise (a) stated (gain and read noise), (b) measured from
    the frames, (c) the checkpoint's noiseless system (the old default). Per 50 nm bin:
    median residual / median Cramer-Rao bound; restarted frames, and of those the noise's
@@ -85,10 +86,10 @@ def residual_nm(opd: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndar
     return (d - d.mean(1, keepdims=True)).std(1)
 
 
-def noise_part(run: Path, cfg, folder: Path) -> dict:
+def noise_part(run: Path, cfg, folder: Path, seed: int = 1) -> dict:
     n = 200
-    rms = np.random.default_rng(1).uniform(0, 500, n)
-    truth, frames, clear, model = simulate(cfg, None, rms, seed=11)
+    rms = np.random.default_rng(seed).uniform(0, 500, n)
+    truth, frames, clear, model = simulate(cfg, None, rms, seed=10 + seed)
     per_pixel = PHOTONS / model.pupil_pixels
     paths = write_fits(folder, "noise", frames, clear, per_pixel)
     lab = load_lab_frames(paths["frames"], paths["clear"], paths["dark"], npix=cfg.pupil.npix)
@@ -133,7 +134,7 @@ def noise_part(run: Path, cfg, folder: Path) -> dict:
             if rec.noise_estimate is None
             else rec.noise_estimate.describe(model.pupil_pixels, lab.clear_level),
         }
-    return {"frames": n, "median_crb_nm": float(np.median(crb)), "cases": out}
+    return {"frames": n, "seed": seed, "median_crb_nm": float(np.median(crb)), "cases": out}
 
 
 def calibration_part(run: Path, cfg, folder: Path) -> dict:
@@ -192,7 +193,13 @@ def calibration_part(run: Path, cfg, folder: Path) -> dict:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    argv = sys.argv[1:]
+    seed = 1
+    if "--seed" in argv:
+        at = argv.index("--seed")
+        seed = int(argv[at + 1])
+        del argv[at : at + 2]
+    args = [a for a in argv if not a.startswith("--")]
     run = Path(args[0])
     folder = Path(args[1] if len(args) > 1 else "studies/lab")
     folder.mkdir(parents=True, exist_ok=True)
@@ -200,7 +207,7 @@ def main() -> None:
     cfg = SimConfig.model_validate(meta["sim_config"]).with_overrides(
         **{"detector.photons": PHOTONS, "detector.read_noise_e": READ}
     )
-    result = {"run": str(run), "noise": noise_part(run, cfg, folder)}
+    result = {"run": str(run), "noise": noise_part(run, cfg, folder, seed)}
     if "--noise-only" not in sys.argv:
         result["calibration"] = calibration_part(run, cfg, folder)
     (folder / "lab_check.json").write_text(json.dumps(result, indent=1))

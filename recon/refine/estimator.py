@@ -5,10 +5,12 @@
     est.last_report.status, .misfit, .iterations, .counts()
 
 The base estimator gives the basin, the fit (`refine_modal`, then `refine_zonal` from
-that fit and from the base's map in zonal mode) the precision. A fit whose deviance is
-too high for the noise (`good_fit`) is refitted from the base's estimates of the turned
-and mirrored frames (`recon.refine.symmetry`); the lowest misfit wins. Deterministic:
-no random numbers.
+that fit and from the base's map in zonal mode) the precision. The first start is the
+per-pixel median of the base's estimates of the turned and mirrored frames
+(`recon.refine.symmetry`: the same OPD seen 8 ways; a network's errors differ between
+them, the median is 10-20 % closer); a fit whose deviance is too high for the noise
+(`good_fit`) is refitted from each view's own estimate; the lowest misfit wins.
+Deterministic: no random numbers.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from recon.estimators.base import (
     remove_piston,
     run_estimate,
 )
+from recon.estimators.network import NetworkEstimator
 from recon.refine.forward import FrameModel
 from recon.refine.modal import MODAL_MAX_ITER, refine_modal
 from recon.refine.noise import NoiseModel
 from recon.refine.noise_estimate import NoiseEstimate, estimate_noise
 from recon.refine.report import RefineReport
-from recon.refine.symmetry import SYMMETRIES, pupil_symmetries, transform, untransform
+from recon.refine.symmetry import pupil_symmetries, transform, untransform
 from recon.refine.zonal import ZONAL_MAX_ITER, refine_zonal
 from sim.config import SimConfig
 from sim.pupil import pupil_transmission
@@ -87,11 +90,16 @@ class RefinedEstimator:
             on a consumer GPU; the solve stays float64, see `refine_modal`).
         system: a calibrated system (`sim.system.SYSTEM_FIELDS`, e.g. `recon calibrate`'s):
             dot diameter and depth, pupil shift and scale; None: nominal.
+        views: the first start is the per-pixel median of the base's estimates over this
+            many of the pupil's symmetries (the pupil and dot are symmetric under the 8
+            rotations and mirrors of the square grid, so each view of the frames gives
+            another estimate of the same OPD); 1: the base's estimate of the frames as
+            they are. None: all of them for a network (trained on aberrations that are
+            as likely turned as not), 1 for any other base (an analytic estimate is the
+            same in every view; a fixed start knows one orientation).
         restarts: at most this many more starts for a sample whose fit is poor
-            (`good_fit`): the base's estimates of the frames rotated and mirrored (the
-            pupil and dot are symmetric under the 8 rotations and mirrors of the square
-            grid, so each gives another start for the same OPD); the lowest misfit wins.
-            0: a single start.
+            (`good_fit`): each view's own estimate (after the median; the turned views
+            after the base's own with views=1); the lowest misfit wins. 0: one start.
     """
 
     def __init__(
@@ -107,7 +115,8 @@ class RefinedEstimator:
         batch_size: int = 32,
         dtype: torch.dtype | None = None,
         system: Sequence[float] | np.ndarray | None = None,
-        restarts: int = 7,
+        views: int | None = None,
+        restarts: int = 8,
     ) -> None:
         if mode not in ("modal", "zonal"):
             raise ValueError(f"refine mode must be 'modal' or 'zonal', got {mode!r}")
@@ -141,7 +150,13 @@ class RefinedEstimator:
         # restarts from the turns and mirrors that leave the pupil as it is (a hexagonal
         # segmented pupil is not symmetric under a quarter turn)
         self.symmetries = pupil_symmetries(pupil_transmission(cfg.pupil))
-        self.restarts = min(max(int(restarts), 0), len(self.symmetries) - 1)
+        n_sym = len(self.symmetries)
+        if views is None:
+            views = n_sym if isinstance(base, NetworkEstimator) else 1
+        self.views = min(max(int(views), 1), n_sym)
+        # the views after the median; after the base's own estimate the others
+        self._restart_views = self.symmetries[0 if self.views > 1 else 1 :]
+        self.restarts = min(max(int(restarts), 0), len(self._restart_views))
         self.name = f"{base.name} + refine" + ("" if mode == "modal" else " (zonal)")
         self.wavelengths_m = list(cfg.wavelengths_m)
         self.npix = cfg.pupil.npix
@@ -176,7 +191,7 @@ class RefinedEstimator:
             c = np.ascontiguousarray(np.broadcast_to(c, x.shape)[:max_frames])
         x = x[:max_frames]
         rows = np.arange(len(x))
-        start = self._start(x, c, rows, SYMMETRIES[0])
+        start = self._first_start(self._views(x, c, rows))
         noise, judge = self.noise, self._judge
         self.noise, self._judge = None, NoiseModel(None)  # least squares: unit weights
         try:
@@ -203,14 +218,18 @@ class RefinedEstimator:
         if clear is not None:
             c = as_clear(clear, self.wavelengths_m, self.npix, len(x), wavelengths_m)
         every = np.arange(len(x))
-        start = self._start(x, c, every, SYMMETRIES[0])
+        views = self._views(x, c, every)
+        start = self._first_start(views)
         opd, rep = self._fit(x, c, every, start)
         tried = [start]  # (B, N, N) each; NaN: not tried for that sample
-        for symmetry in self.symmetries[1 : 1 + self.restarts]:
+        for symmetry in self._restart_views[: self.restarts]:
             poor = np.nonzero(~rep.good_fit & ~rep.mismatch)[0]
             if poor.size == 0:
                 break
-            alt = self._start(x, c, poor, symmetry)
+            if symmetry in views:
+                alt = views[symmetry][poor]
+            else:
+                alt = self._start(x, c, poor, symmetry)
             new = np.ones(poor.size, dtype=bool)  # an equivariant base gives nothing new
             for earlier in tried:
                 d = np.sqrt(np.mean((alt - earlier[poor])[:, self.mask] ** 2, axis=1))
@@ -233,6 +252,21 @@ class RefinedEstimator:
                 getattr(rep, key)[poor[better]] = getattr(rep_alt, key)[better]
         self.last_report = rep
         return np.where(self.model.lit, remove_piston(opd, self.mask), 0.0).astype(np.float32)
+
+    def _views(
+        self, frames: np.ndarray, clear: np.ndarray | None, rows: np.ndarray
+    ) -> dict[tuple[int, bool], np.ndarray]:
+        """The base's estimates (b, N, N) [nm] of frames[rows] in each of the first
+        `views` symmetries, mapped back (`_start`)."""
+        return {s: self._start(frames, clear, rows, s) for s in self.symmetries[: self.views]}
+
+    @staticmethod
+    def _first_start(views: dict[tuple[int, bool], np.ndarray]) -> np.ndarray:
+        """The per-pixel median (B, N, N) [nm] of the views' estimates (one: itself)."""
+        maps = list(views.values())
+        if len(maps) == 1:
+            return maps[0]
+        return np.ascontiguousarray(np.median(np.stack(maps), axis=0).astype(maps[0].dtype))
 
     def _start(
         self,
