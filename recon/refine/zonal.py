@@ -6,6 +6,12 @@ pull a 300 nm aberration tens of nm towards flat), alpha = `smoothness` x the me
 diagonal of J^T W J (so the prior's weight does not depend on the photon level). Each
 Gauss-Newton step solves (J^T W J + alpha L + mu I) d = -grad by batched conjugate
 gradients (J v and J^T u, never J), mu the solver's damping times that diagonal.
+
+A pixel can settle in its second valley (`recon.refine.branches`); after the fit, each
+pixel's best valley is searched with the rest held, and when any pixel moved, every sample
+is refitted from its new map with the prior centred there (which also removes most of
+the prior's pull towards the first start: 0.09 -> 0.01 nm median, noiseless), the lower
+deviance kept: at most `branch_passes` times.
 """
 
 from __future__ import annotations
@@ -14,15 +20,21 @@ import torch
 import torch.nn.functional as F
 
 from common.hardware import float32_matmul
+from recon.refine.branches import pixel_branches
 from recon.refine.forward import FrameModel, Linearisation
 from recon.refine.noise import NoiseModel, summed_deviance
 from recon.refine.report import RefineReport, fit_report
 from recon.refine.solver import Damping, levenberg_marquardt
 
-__all__ = ["ZONAL_MAX_ITER", "refine_zonal"]
+__all__ = ["BRANCH_PASSES", "ZONAL_MAX_ITER", "refine_zonal"]
 
 ZONAL_MAX_ITER = 15
 """Gauss-Newton steps at most per zonal fit."""
+
+BRANCH_PASSES = 2
+"""Searches of each pixel's best valley, each followed by a refit (module docstring):
+noiseless modes + 20 nm beyond them from their modal projection, the median residual
+goes 0.75 -> 0.011 -> 0.001 nm and the largest 2.6 -> 0.22 -> 0.10 nm (20 samples)."""
 
 
 class _Smoothness:
@@ -138,13 +150,15 @@ def refine_zonal(
     judge: NoiseModel | None = None,
     matmul_precision: str = "highest",
     amplitude: torch.Tensor | None = None,
+    branch_passes: int = BRANCH_PASSES,
 ) -> tuple[torch.Tensor, RefineReport]:
     """Gauss-Newton-CG over the OPD on the lit pupil pixels (module docstring), from
-    `opd0_nm` (B, N, N) [nm] (`RefinedEstimator` starts it from the modal fit).
+    `opd0_nm` (B, N, N) [nm] (`RefinedEstimator` starts it from the modal fit), then
+    `branch_passes` searches of each pixel's valley, each with a refit.
 
     Converged when an accepted step's RMS over the lit pixels is below `step_tol_nm`
     (or no damping lowers the objective); no stall rule. ``judge``, ``matmul_precision``,
-    ``amplitude``: as `refine_modal`.
+    ``amplitude``: as `refine_modal`. Iterations: Gauss-Newton steps of all the fits.
 
     Returns:
         OPD (B, N, N) [nm] (0 outside the lit pupil) and the `RefineReport`.
@@ -157,6 +171,19 @@ def refine_zonal(
         x0 = opd0_nm.to(model.dtype) * litf
         problem = _ZonalProblem(model, frames, x0, noise, smoothness, cg_iter, amplitude)
         sol = levenberg_marquardt(problem, x0, settings)
-        intensity = sol.state[2]
-        deviance = summed_deviance(noise, intensity, frames)
-    return sol.x, fit_report(sol, deviance, intensity, frames, judge or noise)
+        deviance = summed_deviance(noise, sol.state[2], frames)
+        for _ in range(branch_passes):
+            moved, move = pixel_branches(model, frames, sol.x, noise, amplitude)
+            if not move.any():
+                break
+            again = _ZonalProblem(model, frames, moved, noise, smoothness, cg_iter, amplitude)
+            new = levenberg_marquardt(again, moved, settings)
+            new_deviance = summed_deviance(noise, new.state[2], frames)
+            sol.iterations += new.iterations
+            better = new_deviance < deviance
+            sol.x[better] = new.x[better]
+            for kept, fresh in zip(sol.state, new.state, strict=True):
+                kept[better] = fresh[better]
+            deviance[better] = new_deviance[better]
+            sol.status[better.cpu().numpy()] = new.status[better.cpu().numpy()]
+    return sol.x, fit_report(sol, deviance, sol.state[2], frames, judge or noise)

@@ -1,0 +1,67 @@
+"""The zonal fit's escape from one-pixel local minima (`recon.refine.branches`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recon.refine import FrameModel
+from recon.refine.branches import pixel_branches
+from recon.refine.zonal import refine_zonal
+from sim.config import load_sim_config
+from sim.zernike import zernike_basis
+
+
+def _mixture(npix: int, b: int, seed: int) -> tuple[FrameModel, np.ndarray, np.ndarray]:
+    """Noll 2-36 at 150-400 nm RMS plus 20 nm RMS of Noll 37-120: (model, modal part,
+    truth) [nm]."""
+    cfg = load_sim_config("quick").with_overrides(**{"pupil.npix": npix})
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(b, 35))
+    c *= np.linspace(150, 400, b)[:, None] / np.linalg.norm(c, axis=1, keepdims=True)
+    h = rng.normal(size=(b, 84))
+    h *= 20 / np.linalg.norm(h, axis=1, keepdims=True)
+    modal = np.einsum("bj,jhw->bhw", c, zernike_basis(list(range(2, 37)), npix))
+    truth = modal + np.einsum("bj,jhw->bhw", h, zernike_basis(list(range(37, 121)), npix))
+    return FrameModel(cfg), modal, truth
+
+
+def _residual(opd: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    d = (opd - truth)[:, mask]
+    return (d - d.mean(1, keepdims=True)).std(1)
+
+
+def test_pixels_off_their_valley_are_moved_back_and_no_other() -> None:
+    # Noiseless frames of the truth; the map has an interior pixel 300 nm off (within
+    # the scan around its value) and a grey edge pixel 700 nm off (beyond it: found
+    # around its neighbours' median). Both return to the truth within the parabola's
+    # precision and the refit's reach (0.5 nm); every other pixel stays where it is.
+    model, _, truth = _mixture(32, 1, seed=1)
+    frames = model.intensity(model.tensor(truth))
+    amp = model.amplitude.numpy()
+    edge = np.argwhere((amp > 0.4) & (amp < 0.8))[0]
+    start = truth.copy()
+    start[0, 16, 12] += 300.0
+    start[0, edge[0], edge[1]] -= 700.0
+    moved, move = pixel_branches(model, frames, model.tensor(start), model.noise())
+    assert move.sum() == 2 and move[0, 16, 12] and move[0, edge[0], edge[1]]
+    err = (moved.numpy() - truth)[0]
+    assert abs(err[16, 12]) < 0.5 and abs(err[edge[0], edge[1]]) < 0.5, err[move[0].numpy()]
+    assert np.array_equal(moved.numpy()[~move.numpy()], start[~move.numpy()])
+
+
+def test_branch_passes_take_the_zonal_fit_to_the_truth() -> None:
+    # Modes plus 20 nm beyond them, 32 px, noiseless, from the modal part (the modal
+    # fit's answer): without the passes, pixels stay in their second valley (2.2 and
+    # 9.3 nm RMS left in 2 of 8 samples, measured); with them every sample ends within
+    # 0.05 nm (0.000-0.031 measured) and fits the frames.
+    model, modal, truth = _mixture(32, 8, seed=0)
+    frames = model.intensity(model.tensor(truth))
+    start = torch.as_tensor(modal)
+    without, rep0 = refine_zonal(model, frames, start, model.noise(), branch_passes=0)
+    assert _residual(without.numpy(), truth, model.mask).max() > 1.0
+    assert not rep0.good_fit.all()
+    out, rep = refine_zonal(model, frames, start, model.noise())
+    assert _residual(out.numpy(), truth, model.mask).max() < 0.05
+    assert rep.good_fit.all()
+    assert (rep.iterations > rep0.iterations).all()  # the refits count
