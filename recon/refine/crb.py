@@ -23,7 +23,7 @@ from recon.refine.forward import FrameModel
 from recon.refine.noise import NoiseModel
 from sim.segments import segment_means_weights
 
-__all__ = ["crb_rms_nm", "fisher_covariance", "segment_piston_crb_nm"]
+__all__ = ["crb_rms_nm", "fisher_covariance", "segment_piston_crb_nm", "zonal_crb_rms_nm"]
 
 
 def fisher_covariance(
@@ -64,6 +64,39 @@ def crb_rms_nm(
     gram = zm @ zm.T / zm.shape[1]  # (J, J)
     msq = torch.einsum("ij,bji->b", gram, cov)
     return torch.where(msq > 0, msq, torch.nan).sqrt().cpu().numpy()
+
+
+def zonal_crb_rms_nm(model: FrameModel, opd_nm: np.ndarray, noise: NoiseModel) -> np.ndarray:
+    """CRB of the OPD RMS [nm] (B,) over the pupil (piston removed) at true OPD maps
+    (B, N, N) [nm] when every lit pixel is a parameter (the zonal fit's model, without
+    its prior), one sample at a time.
+
+    F = J^T W J over the lit pixels (`TangentMap.pixel_fisher`, float64) is singular in
+    the piston alone (a ZWFS does not see it); F + s u u^T (u the unit piston, s its mean
+    diagonal) is not, and its inverse differs from F's pseudo-inverse by u u^T / s, which
+    the piston-free metric removes. A bound for unbiased estimators: the zonal fit's
+    smoothness prior is a bias that can take it below.
+    """
+    if not noise.noisy:
+        raise ValueError("the Cramer-Rao bound needs a photon level (detector.photons)")
+    lit = torch.as_tensor(model.lit, device=model.device).flatten()
+    pixels = torch.nonzero(lit).flatten()
+    inside = torch.as_tensor(model.mask, device=model.device).flatten()[pixels]  # (K,)
+    if int(inside.sum()) != int(torch.as_tensor(model.mask).sum()):
+        raise ValueError("the pupil mask must lie inside the lit pupil")
+    out = []
+    for one in np.asarray(opd_nm):
+        lin = model.linearise(model.tensor(one[None]))
+        inv_var = noise.variance(lin.intensity).reciprocal()
+        fisher = model.tangent_map(lin, torch.float64).pixel_fisher(inv_var, pixels)[0]
+        k = fisher.shape[0]
+        piston = torch.full((k,), k**-0.5, dtype=torch.float64, device=fisher.device)
+        fisher = fisher + fisher.diagonal().mean() * torch.outer(piston, piston)
+        cov = torch.cholesky_inverse(torch.linalg.cholesky(fisher))[inside][:, inside]
+        m = cov.shape[0]
+        msq = cov.diagonal().sum() / m - cov.sum() / m**2  # mean of Var(x_i - mean x)
+        out.append(float(msq.clamp(min=0).sqrt()))
+    return np.asarray(out)
 
 
 def segment_piston_crb_nm(model: FrameModel, basis: torch.Tensor, cov: torch.Tensor) -> np.ndarray:

@@ -290,24 +290,26 @@ class RefinedEstimator:
         self, frames: np.ndarray, clear: np.ndarray | None, rows: np.ndarray, start: np.ndarray
     ) -> tuple[np.ndarray, RefineReport]:
         """The whole fit of frames[rows] from starts: modal, then in zonal mode the pixels
-        polish it (a local method) and, apart, the start itself; the report is the last
-        stage's (iterations summed).
+        polish it (a local method) and, where that fit is poor, the start itself; the
+        report is the last stage's (iterations summed).
 
-        Two zonal fits because a local method needs a start in its basin: the modal fit
+        Two zonal starts because a local method needs a start in its basin: the modal fit
         is one for aberrations in the modes, and drops everything beyond them; the base's
         own map keeps what lies beyond (a power-law screen: 58 % of its variance past
-        Noll 36). Zonal from a start 10 % off converges on screens to 300 nm (0.18 nm at
-        200-300), from the Noll 2-36 projection it diverges above 50 nm (docs/realism.md).
-        The lower misfit wins."""
+        Noll 36; from the Noll 2-36 projection the zonal fit stalls above 50 nm,
+        docs/realism.md). The lower misfit wins."""
         opd, rep = self._refine_batches(frames, clear, rows, start, "modal")
         if self.mode == "zonal":
             opd, rep_z = self._refine_batches(frames, clear, rows, opd, "zonal")
-            opd_s, rep_s = self._refine_batches(frames, clear, rows, start, "zonal")
-            better = rep_s.misfit < rep_z.misfit
-            opd[better] = opd_s[better]
-            iterations = rep.iterations + rep_z.iterations + rep_s.iterations
-            for field in dataclasses.fields(RefineReport):
-                getattr(rep_z, field.name)[better] = getattr(rep_s, field.name)[better]
+            iterations = rep.iterations + rep_z.iterations
+            poor = np.nonzero(~rep_z.good_fit)[0]
+            if poor.size:
+                opd_s, rep_s = self._refine_batches(frames, clear, rows[poor], start[poor], "zonal")
+                iterations[poor] += rep_s.iterations
+                better = rep_s.misfit < rep_z.misfit[poor]
+                opd[poor[better]] = opd_s[better]
+                for field in dataclasses.fields(RefineReport):
+                    getattr(rep_z, field.name)[poor[better]] = getattr(rep_s, field.name)[better]
             rep_z.iterations = iterations
             rep = rep_z
         return opd, rep

@@ -51,6 +51,29 @@ class TangentMap:
     def __getitem__(self, idx: torch.Tensor) -> TangentMap:
         return TangentMap(self.s_local[idx], self.i_e[idx], self.mixed[idx], self.out, self.inp)
 
+    def pixel_fisher(self, inv_var: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """J^T diag(inv_var) J (B, K, K) for the K one-pixel tangents at flat `pixels` (K,)
+        [per nm^2], inv_var (B, L, N, N): the zonal model's Fisher information.
+
+        J = D + C M per wavelength: D the local term s_local on the pixel itself, C (K, 2r)
+        the pixel's projections <inp_r, i_e_c>, M (2r, N^2) the maps -mixed_c out_r. So
+        J^T W J = D W D + (D W M^T) C^T + C (M W D) + C (M W M^T) C^T: no (K, N^2) array."""
+        b, n_l, n_c = self.i_e.shape[:3]
+        n_r = self.out.shape[1]
+        w = inv_var.flatten(2)  # (B, L, N^2)
+        local = self.s_local.flatten(2)[:, :, pixels]  # (B, L, K)
+        inp = self.inp.flatten(2)[None, :, None, :, pixels]  # (1, L, 1, r, K)
+        c = self.i_e.flatten(3)[:, :, :, None, pixels] * inp
+        c = c.reshape(b, n_l, n_c * n_r, -1).transpose(2, 3)  # (B, L, K, 2r)
+        m = -self.mixed.flatten(3)[:, :, :, None] * self.out.flatten(2)[None, :, None]
+        m = m.reshape(b, n_l, n_c * n_r, -1)  # (B, L, 2r, N^2)
+        mwm = torch.einsum("blrp,blp,blsp->blrs", m, w, m)  # (B, L, 2r, 2r)
+        dwm = (local * w[:, :, pixels])[..., None] * m[..., pixels].transpose(2, 3)  # (B,L,K,2r)
+        cross = dwm @ c.transpose(2, 3)  # (B, L, K, K)
+        fisher = torch.diag_embed((local.square() * w[:, :, pixels]).sum(1))
+        fisher = fisher + (cross + cross.transpose(2, 3) + c @ mwm @ c.transpose(2, 3)).sum(1)
+        return fisher
+
 
 @dataclass
 class Linearisation:
