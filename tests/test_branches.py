@@ -53,8 +53,9 @@ def test_pixels_off_their_valley_are_moved_back_and_no_other() -> None:
 def test_branch_passes_take_the_zonal_fit_to_the_truth() -> None:
     # Modes plus 20 nm beyond them, 32 px, noiseless, from the modal part (the modal
     # fit's answer): without the passes, pixels stay in their second valley (2.2 and
-    # 9.3 nm RMS left in 2 of 8 samples, measured); with them every sample ends within
-    # 0.05 nm (0.000-0.031 measured) and fits the frames.
+    # 9.3 nm RMS left in 2 of 8 samples, measured); with them those two are refitted to
+    # 0.004 and 0.009 nm, and every sample fits the frames (the others keep the first
+    # fit's 0.01-0.27 nm: the smoothness prior's pull towards the start).
     model, modal, truth = _mixture(32, 8, seed=0)
     frames = model.intensity(model.tensor(truth))
     start = torch.as_tensor(modal)
@@ -62,6 +63,27 @@ def test_branch_passes_take_the_zonal_fit_to_the_truth() -> None:
     assert _residual(without.numpy(), truth, model.mask).max() > 1.0
     assert not rep0.good_fit.all()
     out, rep = refine_zonal(model, frames, start, model.noise())
-    assert _residual(out.numpy(), truth, model.mask).max() < 0.05
-    assert rep.good_fit.all()
-    assert (rep.iterations > rep0.iterations).all()  # the refits count
+    before = _residual(without.numpy(), truth, model.mask)
+    after = _residual(out.numpy(), truth, model.mask)
+    stuck = before > 1.0
+    assert stuck.any() and (after[stuck] < 0.05).all(), (before, after)
+    assert after.max() < 0.5 and rep.good_fit.all()
+    assert (rep.iterations[stuck] > rep0.iterations[stuck]).all()  # the refits count
+
+
+def test_noise_alone_moves_no_pixel() -> None:
+    # At the truth, with photon noise (1e7 photons, 1 e- read noise): a pixel moves only
+    # when its deviance falls by more than BRANCH_MARGIN (a 0.1 % test per pixel); without
+    # the margin the noise alone moves dim-fringe pixels into other valleys.
+    from recon.refine.branches import BRANCH_MARGIN
+    from sim.detector import add_noise
+
+    model, _, truth = _mixture(32, 4, seed=2)
+    clean = model.intensity(model.tensor(truth)).numpy()
+    noisy = add_noise(clean, np.arange(4), 5, 0, 1e7, 1.0, model.pupil_pixels)
+    noise = model.noise().__class__.from_photons(1e7, 1.0, model.pupil_pixels)
+    frames = model.tensor(noisy)
+    _, move = pixel_branches(model, frames, model.tensor(truth), noise)
+    lit = int(model.lit.sum()) * 4
+    assert int(move.sum()) <= 0.002 * lit, int(move.sum())
+    assert BRANCH_MARGIN > 0

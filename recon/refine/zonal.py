@@ -8,10 +8,9 @@ Gauss-Newton step solves (J^T W J + alpha L + mu I) d = -grad by batched conjuga
 gradients (J v and J^T u, never J), mu the solver's damping times that diagonal.
 
 A pixel can settle in its second valley (`recon.refine.branches`); after the fit, each
-pixel's best valley is searched with the rest held, and when any pixel moved, every sample
-is refitted from its new map with the prior centred there (which also removes most of
-the prior's pull towards the first start: 0.09 -> 0.01 nm median, noiseless), the lower
-deviance kept: at most `branch_passes` times.
+pixel's best valley is searched with the rest held, and the samples with moved pixels
+are refitted from their new maps with the prior centred there, the lower deviance kept:
+at most `branch_passes` times.
 """
 
 from __future__ import annotations
@@ -174,16 +173,19 @@ def refine_zonal(
         deviance = summed_deviance(noise, sol.state[2], frames)
         for _ in range(branch_passes):
             moved, move = pixel_branches(model, frames, sol.x, noise, amplitude)
-            if not move.any():
+            rows = torch.nonzero(move.flatten(1).any(1)).flatten()
+            if rows.numel() == 0:
                 break
-            again = _ZonalProblem(model, frames, moved, noise, smoothness, cg_iter, amplitude)
-            new = levenberg_marquardt(again, moved, settings)
-            new_deviance = summed_deviance(noise, new.state[2], frames)
-            sol.iterations += new.iterations
-            better = new_deviance < deviance
-            sol.x[better] = new.x[better]
+            amp = None if amplitude is None else amplitude[rows]
+            again = _ZonalProblem(model, frames[rows], moved[rows], noise, smoothness, cg_iter, amp)
+            new = levenberg_marquardt(again, moved[rows], settings)
+            new_deviance = summed_deviance(noise, new.state[2], frames[rows])
+            sol.iterations[rows.cpu().numpy()] += new.iterations
+            better = new_deviance < deviance[rows]
+            keep = rows[better]
+            sol.x[keep] = new.x[better]
             for kept, fresh in zip(sol.state, new.state, strict=True):
-                kept[better] = fresh[better]
-            deviance[better] = new_deviance[better]
-            sol.status[better.cpu().numpy()] = new.status[better.cpu().numpy()]
+                kept[keep] = fresh[better]
+            deviance[keep] = new_deviance[better]
+            sol.status[keep.cpu().numpy()] = new.status[better.cpu().numpy()]
     return sol.x, fit_report(sol, deviance, sol.state[2], frames, judge or noise)
