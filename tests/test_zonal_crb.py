@@ -49,3 +49,29 @@ def test_zonal_bound_lies_above_the_modal_one() -> None:
     zonal = zonal_crb_rms_nm(model, opd, model.noise())
     assert np.isfinite(zonal).all() and (zonal >= modal).all(), (zonal, modal)
     assert (zonal < 100 * modal).all()  # and not absurdly far (a unit or scale slip)
+
+
+def test_zonal_bound_is_the_dense_pseudo_inverse_over_the_pupil() -> None:
+    # The bound from the dense Fisher matrix: pinv(J^T W J) over the lit pixels (the
+    # piston is its null space), restricted to the pupil mask, the mask's mean removed:
+    # RMS = sqrt(tr(P C P) / m), P = I - 1 1^T / m. The Cholesky of F + s u u^T with the
+    # piston u must give the same to round-off (1e-6 relative asked).
+    model, _, opd = _setup(16)
+    noise = model.noise()
+    lit = torch.as_tensor(model.lit).flatten()
+    pixels = torch.nonzero(lit).flatten()
+    inside = torch.as_tensor(model.mask).flatten()[pixels]
+    expected = []
+    for one in opd:
+        lin = model.linearise(model.tensor(one[None]))
+        inv_var = noise.variance(lin.intensity).reciprocal()
+        onehot = torch.zeros(len(pixels), 16 * 16, dtype=torch.float64)
+        onehot[torch.arange(len(pixels)), pixels] = 1.0
+        jac = model.jvp(lin, onehot.reshape(-1, 16, 16)).flatten(2)[0]  # (K, L N^2)
+        cov = torch.linalg.pinv((jac * inv_var.flatten()) @ jac.T, hermitian=True)
+        c = cov[inside][:, inside]
+        m = c.shape[0]
+        centre = torch.eye(m, dtype=torch.float64) - 1.0 / m
+        expected.append(float(torch.trace(centre @ c @ centre) / m) ** 0.5)
+    got = zonal_crb_rms_nm(model, opd, noise)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)

@@ -18,11 +18,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from scipy.stats import chi2
 
 from recon.refine.forward import FrameModel
 from recon.refine.noise import NoiseModel
 
-__all__ = ["BRANCH_MARGIN", "BRANCH_SPAN_NM", "BRANCH_STEP_NM", "VALLEY_NM", "pixel_branches"]
+__all__ = [
+    "BRANCH_FALSE_MOVES",
+    "BRANCH_SPAN_NM",
+    "BRANCH_STEP_NM",
+    "VALLEY_NM",
+    "branch_margin",
+    "pixel_branches",
+]
 
 BRANCH_SPAN_NM = 500.0
 """Each pixel's scan: +- this [nm] around its current OPD (the second valley lies within
@@ -30,17 +38,21 @@ BRANCH_SPAN_NM = 500.0
 
 BRANCH_STEP_NM = 5.0
 """The scan's step [nm]: a valley spans ~lambda / 4 = 250 nm, and the parabola through
-three points 5 nm apart has its value to (k h)^4 / 24 = 4e-8 of the fringe's depth."""
+three points 5 nm apart has its value to ~(2 k h)^4 / 24 = 8e-7 of the fringe's depth
+(the deviance is a squared cosine); the exact deviances then decide."""
 
-BRANCH_MARGIN = 10.8
-"""With photon noise, a pixel moves only when its deviance falls by more than this: a
-likelihood-ratio test of one parameter at 0.1 % false alarms (chi^2_1). Without it, at
-1e7 photons the dim-fringe pixels follow the noise into other valleys (the zonal fit's
-error went from 0.93x to 1.67x its Cramer-Rao bound at 225-425 nm RMS)."""
+BRANCH_FALSE_MOVES = 0.01
+"""With photon noise, a pixel moves only when its deviance falls by more than the chi^2_1
+quantile of BRANCH_FALSE_MOVES / (lit pixels) (21.7 at 64 px): a likelihood-ratio test
+per pixel, Bonferroni-corrected to ~0.01 moves per sample from the noise alone (an
+approximation: two valleys are not nested models). Without a margin, at 1e7 photons the
+dim-fringe pixels follow the noise into other valleys (the zonal fit's error went from
+0.93x to 1.67x its Cramer-Rao bound at 225-425 nm RMS)."""
 
 VALLEY_NM = 25.0
-"""A valley within this [nm] of the pixel's value is its own (the others lie 50 nm and
-more away; a dim edge pixel's own valley moves a few nm with the reference wave)."""
+"""A valley within this [nm] of the pixel's value is its own (a dim edge pixel's own
+valley moves a few nm with the reference wave). A second valley closer than this, near
+a fringe's extremum, is not searched: its error is at most this much on one pixel."""
 
 
 @torch.no_grad()
@@ -81,9 +93,14 @@ def pixel_branches(
     # the parabolas chose the valleys; their exact deviances decide (noiseless, two
     # valleys can both be within the parabola's error of zero)
     stay = torch.minimum(deviance(opd_nm), deviance(home_at))
-    margin = BRANCH_MARGIN if noise.noisy else 0.0
+    margin = branch_margin(int(lit.sum())) if noise.noisy else 0.0
     move = (best < torch.inf) & (deviance(best_at) < stay - margin) & lit
     return torch.where(move, best_at, opd_nm), move
+
+
+def branch_margin(pixels: int) -> float:
+    """The deviance a move must gain with photon noise (`BRANCH_FALSE_MOVES`)."""
+    return float(chi2.isf(BRANCH_FALSE_MOVES / pixels, 1))
 
 
 def _valleys(deviance, centre: torch.Tensor, span_nm: float, step_nm: float):

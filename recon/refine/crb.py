@@ -69,7 +69,7 @@ def crb_rms_nm(
 def zonal_crb_rms_nm(model: FrameModel, opd_nm: np.ndarray, noise: NoiseModel) -> np.ndarray:
     """CRB of the OPD RMS [nm] (B,) over the pupil (piston removed) at true OPD maps
     (B, N, N) [nm] when every lit pixel is a parameter (the zonal fit's model, without
-    its prior), one sample at a time.
+    its prior), one sample at a time; NaN where F is singular beyond the piston.
 
     F = J^T W J over the lit pixels (`TangentMap.pixel_fisher`, float64) is singular in
     the piston alone (a ZWFS does not see it); F + s u u^T (u the unit piston, s its mean
@@ -92,7 +92,11 @@ def zonal_crb_rms_nm(model: FrameModel, opd_nm: np.ndarray, noise: NoiseModel) -
         k = fisher.shape[0]
         piston = torch.full((k,), k**-0.5, dtype=torch.float64, device=fisher.device)
         fisher = fisher + fisher.diagonal().mean() * torch.outer(piston, piston)
-        cov = torch.cholesky_inverse(torch.linalg.cholesky(fisher))[inside][:, inside]
+        factor, info = torch.linalg.cholesky_ex(fisher)
+        if int(info) != 0:  # singular beyond the piston: no finite bound
+            out.append(float("nan"))
+            continue
+        cov = torch.cholesky_inverse(factor)[inside][:, inside]
         m = cov.shape[0]
         msq = cov.diagonal().sum() / m - cov.sum() / m**2  # mean of Var(x_i - mean x)
         out.append(float(msq.clamp(min=0).sqrt()))

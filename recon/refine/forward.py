@@ -57,7 +57,9 @@ class TangentMap:
 
         J = D + C M per wavelength: D the local term s_local on the pixel itself, C (K, 2r)
         the pixel's projections <inp_r, i_e_c>, M (2r, N^2) the maps -mixed_c out_r. So
-        J^T W J = D W D + (D W M^T) C^T + C (M W D) + C (M W M^T) C^T: no (K, N^2) array."""
+        J^T W J = D W D + X C^T + C X^T with X = D W M^T + C (M W M^T) / 2 (M W M^T is
+        symmetric), summed over the wavelengths as one (K, L 2r) x (L 2r, K) product: no
+        (K, N^2) array, one (K, K) one."""
         b, n_l, n_c = self.i_e.shape[:3]
         n_r = self.out.shape[1]
         w = inv_var.flatten(2)  # (B, L, N^2)
@@ -69,10 +71,11 @@ class TangentMap:
         m = m.reshape(b, n_l, n_c * n_r, -1)  # (B, L, 2r, N^2)
         mwm = torch.einsum("blrp,blp,blsp->blrs", m, w, m)  # (B, L, 2r, 2r)
         dwm = (local * w[:, :, pixels])[..., None] * m[..., pixels].transpose(2, 3)  # (B,L,K,2r)
-        cross = dwm @ c.transpose(2, 3)  # (B, L, K, K)
-        fisher = torch.diag_embed((local.square() * w[:, :, pixels]).sum(1))
-        fisher = fisher + (cross + cross.transpose(2, 3) + c @ mwm @ c.transpose(2, 3)).sum(1)
-        return fisher
+        x = (dwm + 0.5 * c @ mwm).transpose(1, 2).reshape(b, -1, n_l * n_c * n_r)  # (B,K,L2r)
+        c = c.transpose(1, 2).reshape(b, -1, n_l * n_c * n_r)  # (B, K, L 2r)
+        fisher = x @ c.transpose(1, 2)  # (B, K, K)
+        fisher = fisher + fisher.transpose(1, 2)
+        return fisher + torch.diag_embed((local.square() * w[:, :, pixels]).sum(1))
 
 
 @dataclass
