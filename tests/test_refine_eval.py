@@ -184,5 +184,6 @@ def test_reconstructor_refine_uses_the_checkpoint_system() -> None:
     err = (pred.opd_nm - truth.numpy())[:, model.mask]
     assert (err - err.mean()).std() < 1.0
     assert pred.refine_report is not None and pred.refine_report.iterations[0] >= 1
+    assert rec.refined.views == 8  # a network's first start: the median of its 8 views
     with pytest.raises(ValueError, match="sim_config"):
         Reconstructor(NetworkEstimator(net, {"wavelengths_m": [1e-6], "npix": 16}), refine="modal")
