@@ -26,6 +26,7 @@ Writes OUT/lab_check.json and prints the tables.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import subprocess
@@ -193,22 +194,20 @@ def calibration_part(run: Path, cfg, folder: Path) -> dict:
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    seed = 1
-    if "--seed" in argv:
-        at = argv.index("--seed")
-        seed = int(argv[at + 1])
-        del argv[at : at + 2]
-    args = [a for a in argv if not a.startswith("--")]
-    run = Path(args[0])
-    folder = Path(args[1] if len(args) > 1 else "studies/lab")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a network's run folder")
+    parser.add_argument("out", nargs="?", type=Path, default=Path("studies/lab"))
+    parser.add_argument("--noise-only", action="store_true", help="skip the calibration")
+    parser.add_argument("--seed", type=int, default=1, help="the noise part's frames")
+    args = parser.parse_args()
+    run, folder, seed = args.run, args.out, args.seed
     folder.mkdir(parents=True, exist_ok=True)
     meta = read_meta(run)
     cfg = SimConfig.model_validate(meta["sim_config"]).with_overrides(
         **{"detector.photons": PHOTONS, "detector.read_noise_e": READ}
     )
     result = {"run": str(run), "noise": noise_part(run, cfg, folder, seed)}
-    if "--noise-only" not in sys.argv:
+    if not args.noise_only:
         result["calibration"] = calibration_part(run, cfg, folder)
     (folder / "lab_check.json").write_text(json.dumps(result, indent=1))
     nz = result["noise"]

@@ -14,8 +14,8 @@ and starts. Writes OUT.json (default studies/zonal_table.json).
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -30,14 +30,13 @@ from sim.config import SimConfig
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    n = None
-    if "--n" in argv:
-        at = argv.index("--n")
-        n = int(argv[at + 1])
-        del argv[at : at + 2]
-    run, data = argv[0], argv[1]
-    out_path = Path(argv[2] if len(argv) > 2 else "studies/zonal_table.json")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a network's run folder")
+    parser.add_argument("data", help="held-out frames (HDF5)")
+    parser.add_argument("out", nargs="?", default="studies/zonal_table.json", type=Path)
+    parser.add_argument("--n", type=int, default=None, help="the first N samples only")
+    args = parser.parse_args()
+    run, data, out_path, n = args.run, args.data, args.out, args.n
     with h5py.File(data, "r") as f:
         cfg = SimConfig.model_validate_json(f.attrs["config"])
         frames, truth = f["intensity"][:n], f["opd"][:n].astype(np.float64)
