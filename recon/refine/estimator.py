@@ -7,10 +7,10 @@
 The base estimator gives the basin, the fit (`refine_modal`, then `refine_zonal` from
 that fit and from the base's map in zonal mode) the precision. The first start is the
 per-pixel median of the base's estimates of the turned and mirrored frames
-(`recon.refine.symmetry`: the same OPD seen 8 ways; a network's errors differ between
-them, the median is 10-20 % closer); a fit whose deviance is too high for the noise
-(`good_fit`) is refitted from each view's own estimate; the lowest misfit wins.
-Deterministic: no random numbers.
+(`recon.refine.symmetry`: the same OPD seen 8 ways, 4 on a hexagonal pupil; a
+network's errors differ between them, the median is 10-20 % closer); a fit whose
+deviance is too high for the noise (`good_fit`) is refitted from each view's own
+estimate; the lowest misfit wins. Deterministic: no random numbers.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class RefinedEstimator:
             tip and tilt and the rest of Noll 2..J, `segment_fit_basis`), and the noise
             weights (``detector``).
         mode: ``"modal"`` (Levenberg-Marquardt) or ``"zonal"`` (the modal fit, then the
-            pixels by Gauss-Newton-CG from it and from the base's own map, the lower
-            misfit kept: for aberrations outside the modes).
+            pixels by Gauss-Newton-CG from it and, where that fit is poor, from the
+            base's own map, the lower misfit kept: for aberrations outside the modes).
         noll_max: highest Noll mode of the modal fit (default: the config's).
         weighted: weight by the config's photon level when it has one.
         device, max_iter, smoothness: solver settings (`refine_modal`, `refine_zonal`).
