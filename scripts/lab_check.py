@@ -40,6 +40,7 @@ from astropy.io import fits
 
 from data.lab import load_lab_frames
 from recon.evaluation.crb import crb_rms_nm
+from recon.evaluation.metrics import residual_rms_nm
 from recon.models import read_meta
 from recon.reconstructor import Reconstructor
 from recon.refine import FrameModel, NoiseModel, good_fit, load_calibration
@@ -82,11 +83,6 @@ def write_fits(folder: Path, name: str, frames, clear, per_pixel: float) -> dict
     return paths
 
 
-def residual_nm(opd: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    d = (opd - truth)[:, mask]
-    return (d - d.mean(1, keepdims=True)).std(1)
-
-
 def noise_part(run: Path, cfg, folder: Path, seed: int = 1) -> dict:
     n = 200
     rms = np.random.default_rng(seed).uniform(0, 500, n)
@@ -115,7 +111,7 @@ def noise_part(run: Path, cfg, folder: Path, seed: int = 1) -> dict:
         t0 = time.perf_counter()
         pred = rec(lab.intensity, clear=lab.clear)
         seconds = time.perf_counter() - t0
-        res = residual_nm(pred.opd_nm, truth, model.mask)
+        res = residual_rms_nm(truth, pred.opd_nm, model.mask)
         rep = pred.refine_report
         judge = rec.refined.frame_noise
         truth_good = good_fit(judge, at_truth, frames_t).numpy()
@@ -185,7 +181,7 @@ def calibration_part(run: Path, cfg, folder: Path) -> dict:
         rec = Reconstructor.from_checkpoint(run, refine="modal", system=system, noise=noise)
         pred = rec(lab.intensity, clear=lab.clear)
         out[f"median_residual_nm_{label}"] = float(
-            np.median(residual_nm(pred.opd_nm, truth, model.mask))
+            np.median(residual_rms_nm(truth, pred.opd_nm, model.mask))
         )
     out["calibrated_over_exact"] = (
         out["median_residual_nm_calibrated"] / out["median_residual_nm_exact"]

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from recon.estimators import NetworkEstimator
+from recon.evaluation.metrics import residual_rms_nm
 from recon.refine import RefinedEstimator
 from recon.refine.symmetry import SYMMETRIES
 from sim.config import SimConfig
@@ -43,8 +44,7 @@ def main() -> None:
     rows = np.arange(len(frames))
 
     def residual(opd: np.ndarray) -> np.ndarray:
-        d = (opd - truth)[:, mask]
-        return (d - d.mean(1, keepdims=True)).std(1)
+        return residual_rms_nm(truth, opd, mask)
 
     timed: dict[str, float] = {}
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from recon.estimators import NetworkEstimator
+from recon.evaluation.metrics import residual_rms_nm
 from recon.refine import FrameModel, RefinedEstimator
 from recon.refine.crb import zonal_crb_rms_nm
 from sim.config import SimConfig
@@ -45,10 +46,8 @@ def main() -> None:
     opd = est.estimate(frames)
     ms = 1e3 * (time.perf_counter() - t0) / len(frames)
     mask = est.mask
-    d = (opd - truth)[:, mask]
-    residual = (d - d.mean(1, keepdims=True)).std(1)
-    t = truth[:, mask]
-    rms = (t - t.mean(1, keepdims=True)).std(1)
+    residual = residual_rms_nm(truth, opd, mask)
+    rms = truth[:, mask].std(1)
     noisy = est.frame_noise.noisy
     crb = None
     if noisy:

@@ -185,10 +185,8 @@ def refine_zonal(
     """
     frames = frames.to(model.dtype)
     noise = noise if noise is not None else NoiseModel(None)
-    settings = Damping(max_iter, step_tol_nm, stall_tol=0.0)
-    if noise.noisy:  # converged once a step gains less than 0.01 deviance units per pixel
-        floor = ZONAL_NOISE_FLOOR * float(model.lit.sum())
-        settings = Damping(max_iter, step_tol_nm, stall_tol=1e-3, noise_floor=floor)
+    stall, floor = (1e-3, ZONAL_NOISE_FLOOR * float(model.lit.sum())) if noise.noisy else (0, 0)
+    settings = Damping(max_iter, step_tol_nm, stall_tol=stall, noise_floor=floor)
     with float32_matmul(matmul_precision):
         litf = torch.as_tensor(model.lit, device=model.device).to(model.dtype)
         x0 = opd0_nm.to(model.dtype) * litf
